@@ -1,0 +1,110 @@
+"""The run folder every `neurofound` verb writes (see DESIGN.md, "The command line").
+
+```
+<run>/
+  metrics.json      flat {"split/metric": value} of the final evaluation
+  checkpoints/      Lightning checkpoints (last.ckpt and best), written atomically
+  model/            Hugging Face format: config.json, model.safetensors, README.md (+ tokenizer/)
+  report/           PNG plots and report.md
+```
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` so that readers see either the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        value = value.item() if value.numel() == 1 else value.tolist()
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN; a missing figure is null, never a fake number
+    return value
+
+
+class RunFolder:
+    """Paths and writers of one run folder."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def report(self) -> Path:
+        p = self.root / "report"
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.json"
+
+    def write_metrics(self, metrics: Mapping[str, Any]) -> Path:
+        """Write (merge into) `metrics.json`: a flat, sorted `{"split/name": value}` dict."""
+        current: dict[str, Any] = {}
+        if self.metrics_path.exists():
+            current = json.loads(self.metrics_path.read_text())
+        for key, value in metrics.items():
+            if "/" not in key:
+                raise ValueError(f"metric name {key!r} must be 'split/name' (e.g. 'test/id_loss')")
+            current[key] = _jsonable(value)
+        atomic_write_text(self.metrics_path, json.dumps(dict(sorted(current.items())), indent=2) + "\n")
+        return self.metrics_path
+
+    def read_metrics(self) -> dict[str, Any]:
+        return json.loads(self.metrics_path.read_text()) if self.metrics_path.exists() else {}
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint IO that writes to a temporary file, fsyncs, then renames.
+
+    A crash or a full disk mid-save leaves the previous `last.ckpt` intact instead of a
+    truncated file that would fail to resume.
+    """
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        import io
+
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write_bytes(path, buffer.getvalue())

@@ -1,0 +1,117 @@
+"""Autoregressive spike-token pretraining (Neuroformer-style) as a LightningModule.
+
+The model computes its own (weighted) losses; this task adds what training needs around it:
+logging under `split/name`, exact data-parallel loss normalisation, the optimiser and schedule.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from neurofound.tasks.optim import build_optimizer
+
+# Losses whose reduction is a mean over non-PAD next-token targets (see `_ddp_token_scale`).
+_TOKEN_LOSSES = {"id": "target_id", "dt": "target_dt"}
+
+
+class SpikeGPTTask(L.LightningModule):
+    """Teacher-forced next ID/dt prediction (+ contrastive and behaviour terms of the model).
+
+    Args:
+        model: a spike GPT (`Neuroformer`) whose forward returns `.loss` with a `"total"` entry
+            equal to the sum of the other entries.
+        lr, weight_decay, betas: AdamW settings (decay on matmul weights only).
+        warmup_steps, max_steps: linear warm-up then cosine decay to 10 %.
+        train_only: optional parameter-name prefixes to train (everything else frozen).
+    """
+
+    def __init__(self, model: torch.nn.Module, lr: float = 3e-4, weight_decay: float = 0.1,
+                 betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 100,
+                 max_steps: int = 1000):
+        super().__init__()
+        self.model = model
+        self.save_hyperparameters(ignore=["model"])
+
+    # -- steps ---------------------------------------------------------------------------------
+    def forward(self, batch: Mapping[str, Any]):
+        return self.model(batch)
+
+    def _ddp_token_scale(self, batch, name: str) -> torch.Tensor:
+        """Factor that makes a per-rank token mean average into the global token mean.
+
+        DDP averages gradients over ranks; a rank's loss is a mean over ITS non-PAD targets, so
+        ranks with fewer tokens would weigh more than in a single-process run on the same global
+        batch. Scaling by n_local * world / n_global makes the two identical.
+        """
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world == 1:
+            return torch.ones((), device=self.device)
+        pad = self._pad(name)
+        n_local = (batch[_TOKEN_LOSSES[name]] != pad).sum().to(torch.float64)
+        n_global = self.trainer.strategy.reduce(n_local.clone(), reduce_op="sum")
+        return (n_local * world / n_global.clamp_min(1)).to(torch.float32)
+
+    def _pad(self, name: str) -> int:
+        cfg = self.model.config
+        return cfg.id_pad if name == "id" else cfg.dt_pad
+
+    def _objective(self, batch, out) -> torch.Tensor:
+        total = out.loss["total"]
+        for name in _TOKEN_LOSSES:
+            if name in out.loss:
+                total = total + out.loss[name] * (self._ddp_token_scale(batch, name) - 1)
+        return total
+
+    def _token_metrics(self, batch, out) -> dict[str, torch.Tensor]:
+        metrics = {}
+        for name, logits in (("id", out.id_logits), ("dt", out.dt_logits)):
+            target = batch[_TOKEN_LOSSES[name]]
+            pad = self._pad(name)
+            valid = target != pad
+            metrics[f"{name}_loss"] = F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(),
+                                                     ignore_index=pad)
+            correct = (logits.argmax(-1) == target) & valid
+            metrics[f"{name}_acc"] = correct.sum() / valid.sum().clamp_min(1)
+        for var, loss in out.loss.items():
+            if var not in ("total", "id", "dt", "clip"):
+                metrics[f"behavior_{var}_loss"] = loss
+        if "clip" in out.loss:
+            metrics["clip_loss"] = out.loss["clip"]
+        return metrics
+
+    def training_step(self, batch, batch_idx):
+        out = self.model(batch)
+        loss = self._objective(batch, out)
+        bs = batch["id"].shape[0]
+        self.log("train/loss", out.loss["total"], prog_bar=True, batch_size=bs)
+        with torch.no_grad():
+            for k, v in self._token_metrics(batch, out).items():
+                self.log(f"train/{k}", v, batch_size=bs, prog_bar=k == "id_acc")
+        return loss
+
+    def _eval_step(self, batch, split: str):
+        out = self.model(batch)
+        bs = batch["id"].shape[0]
+        self.log(f"{split}/loss", out.loss["total"], batch_size=bs, sync_dist=True, prog_bar=split == "val")
+        for k, v in self._token_metrics(batch, out).items():
+            self.log(f"{split}/{k}", v, batch_size=bs, sync_dist=True)
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        return build_optimizer(self.model, hp.lr, hp.weight_decay, hp.betas, hp.warmup_steps, hp.max_steps)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Plain JSON-able data only, so `neurofound export` can read the checkpoint with
+        # torch.load(weights_only=True) and rebuild the model without unpickling objects.
+        checkpoint["neurofound"] = self.model.checkpoint_metadata()
