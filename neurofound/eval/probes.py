@@ -1,0 +1,61 @@
+"""Linear (ridge) probes on frozen features.
+
+The probe standardises features with TRAIN statistics, picks the ridge strength by K-fold
+cross-validation on the train split only, refits on all train rows and predicts the test rows.
+Folds are contiguous (no shuffling): rows are usually consecutive time windows, and shuffled
+folds would let neighbouring, nearly identical windows leak between folds and favour too little
+regularisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.linear_model import RidgeCV
+from sklearn.model_selection import KFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from neurofound.eval.metrics import behavior_scores
+
+__all__ = ["DEFAULT_ALPHAS", "ridge_probe"]
+
+DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-3, 5, 17))
+
+
+def ridge_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                test_y: np.ndarray | None = None, *, alphas: Sequence[float] = DEFAULT_ALPHAS,
+                cv: int = 5) -> dict:
+    """Fit a ridge probe on train features and predict the test features.
+
+    Args:
+        train_x: ``(train, features)``.
+        train_y: ``(train,)`` or ``(train, outputs)`` targets.
+        test_x: ``(test, features)``.
+        test_y: optional true test targets; adds ``r`` and ``r2``.
+        alphas: candidate ridge strengths (on standardised features).
+        cv: number of contiguous folds for choosing alpha (train split only).
+
+    Returns:
+        ``{"pred": (test,) or (test, outputs), "alpha": chosen strength}`` plus ``"r"``,
+        ``"r2"`` when ``test_y`` is given (see ``metrics.behavior_scores``).
+    """
+    xtr = np.asarray(train_x, dtype=np.float64)
+    ytr = np.asarray(train_y, dtype=np.float64)
+    xte = np.asarray(test_x, dtype=np.float64)
+    if xtr.ndim != 2 or xte.ndim != 2 or xtr.shape[1] != xte.shape[1]:
+        raise ValueError(f"train_x {xtr.shape} and test_x {xte.shape} must be (rows, features) with equal features")
+    if ytr.shape[0] != xtr.shape[0] or ytr.ndim not in (1, 2):
+        raise ValueError(f"train_y {ytr.shape} must have one row per train_x row ({xtr.shape[0]})")
+    if cv < 2 or xtr.shape[0] < cv:
+        raise ValueError(f"need cv >= 2 folds and at least cv train rows; got cv={cv}, rows={xtr.shape[0]}")
+    if not (np.all(np.isfinite(xtr)) and np.all(np.isfinite(ytr)) and np.all(np.isfinite(xte))):
+        raise ValueError("features/targets contain NaN or inf; drop or impute those rows first")
+    model = make_pipeline(StandardScaler(), RidgeCV(alphas=list(alphas), cv=KFold(n_splits=cv, shuffle=False)))
+    model.fit(xtr, ytr)
+    pred = model.predict(xte)
+    out = {"pred": pred, "alpha": float(model[-1].alpha_)}
+    if test_y is not None:
+        out.update(behavior_scores(np.asarray(test_y, dtype=np.float64).reshape(pred.shape), pred))
+    return out
