@@ -264,6 +264,9 @@ def partial_corr(raster: np.ndarray, *, ridge: float = 1e-3, absolute: bool = Tr
     p = np.linalg.inv(c)
     d = np.sqrt(np.clip(np.diag(p), 1e-300, None))
     pc = -p / np.outer(d, d)
+    # symmetric in exact arithmetic; averaging removes the round-off of inv() so that ties (and
+    # hence AUROC) are identical for W and W.T
+    pc = 0.5 * (pc + pc.T)
     np.fill_diagonal(pc, 0.0)
     return np.abs(pc) if absolute else pc
 

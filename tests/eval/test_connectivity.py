@@ -1,0 +1,164 @@
+"""Connectivity from attention: accumulator arithmetic, scoring, and raster baselines."""
+
+import numpy as np
+import pytest
+
+from neurofound.eval import connectivity as C
+
+
+def _layer1():
+    # heads summed: [[0.6, 0.35, 1.05], [0.2, 1.2, 0.6]]
+    w = np.array([[[0.5, 0.25, 0.25], [0.2, 0.2, 0.6]],
+                  [[0.1, 0.1, 0.8], [0.0, 1.0, 0.0]]])[None]  # (1, 2 heads, 2 q, 3 k)
+    return w, np.array([[0, 1]]), np.array([[1, 2, 1]])
+
+
+def _layer1_batch2():
+    # query 0 is special (-1), key 1 is special: only row 1 -> keys 0 and 2 count
+    w = np.zeros((1, 1, 2, 3))
+    w[0, 0, 0] = [9.0, 9.0, 9.0]
+    w[0, 0, 1] = [0.3, 5.0, 0.7]
+    return w, np.array([[-1, 0]]), np.array([[1, -1, 2]])
+
+
+def test_accumulator_cooccurrence_normalisation_by_hand():
+    acc = C.AttentionConnectivity(n_neurons=3)
+    acc.update("state/0", *_layer1())
+    expected = np.zeros((3, 3))
+    expected[0, 1] = (0.6 + 1.05) / 2
+    expected[0, 2] = 0.35
+    expected[1, 1] = (0.2 + 0.6) / 2
+    expected[1, 2] = 1.2
+    np.testing.assert_allclose(acc.matrix(), expected)
+    acc.update("state/0", *_layer1_batch2())
+    expected[0, 1] = (0.6 + 1.05 + 0.3) / 3
+    expected[0, 2] = (0.35 + 0.7) / 2
+    np.testing.assert_allclose(acc.matrix(), expected)
+    counts = np.zeros((3, 3))
+    counts[0, 1], counts[0, 2], counts[1, 1], counts[1, 2] = 3, 2, 2, 1
+    np.testing.assert_array_equal(acc.counts("state/0"), counts)
+    # a second layer with doubled attention on the same tokens: the layer mean is 1.5x
+    w, q, k = _layer1()
+    w2, q2, k2 = _layer1_batch2()
+    acc.update("state/1", 2 * w, q, k)
+    acc.update("state/1", 2 * w2, q2, k2)
+    np.testing.assert_allclose(acc.matrix(), 1.5 * expected)
+    assert acc.layers == ["state/0", "state/1"]
+
+
+def test_attention_matrix_functional_and_causal_counts():
+    n, length = 4, 4
+    ids = np.arange(length)[None]
+    w = np.ones((1, 1, length, length))
+    acc = C.AttentionConnectivity(n)
+    acc.update("l", w, ids, ids, causal=True)
+    np.testing.assert_array_equal(acc.counts(), np.tril(np.ones((n, n))))
+    # a single decode step (Lq = 1) sees every cached key
+    acc1 = C.AttentionConnectivity(n)
+    acc1.update("l", np.ones((1, 1, 1, length)), np.array([[2]]), ids, causal=True)
+    np.testing.assert_array_equal(acc1.counts()[2], np.ones(n))
+    m = C.attention_matrix([w, 3 * w], ids, ids, n)
+    np.testing.assert_allclose(m, 2 * np.ones((n, n)))
+
+
+def test_accumulator_rejects_bad_input():
+    acc = C.AttentionConnectivity(3)
+    w, q, k = _layer1()
+    with pytest.raises(ValueError, match="n_neurons"):
+        acc.update("l", w, q + 3, k)
+    with pytest.raises(ValueError, match="do not match"):
+        acc.update("l", w, q[:, :1], k)
+    with pytest.raises(RuntimeError, match="update"):
+        C.AttentionConnectivity(3).matrix()
+
+
+def test_score_hand_auroc_auprc_and_nonhub():
+    w = np.zeros((3, 3))
+    w[1, 0] = w[2, 0] = 1.0  # source 0 is the hub
+    w[2, 1] = -0.5  # inhibitory edges count as edges
+    m = np.array([[100.0, 0.4, 0.1],  # the diagonal is never scored
+                  [0.9, 100.0, 0.2],
+                  [0.8, 0.3, 100.0]])
+    out = C.score(m, w, hub_ids=[0])
+    assert out["auroc"] == pytest.approx(8 / 9)
+    assert out["auprc"] == pytest.approx((1 + 1 + 3 / 4) / 3)
+    assert out["auroc_nonhub"] == pytest.approx(2 / 3)
+    assert out["edge_density"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="both connected and unconnected"):
+        C.score(m, np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="same"):
+        C.score(m[:2], w)
+
+
+def test_random_attention_on_random_truth_is_chance():
+    rng = np.random.default_rng(0)
+    n = 40
+    truth = (rng.random((n, n)) < 0.2).astype(float)
+    acc = C.AttentionConnectivity(n)
+    for _ in range(20):
+        ids = rng.integers(-1, n, size=(4, 30))
+        w = rng.dirichlet(np.ones(30), size=(4, 2, 30))
+        acc.update("l", w, ids, ids, causal=False)
+    assert abs(C.score(acc.matrix(), truth)["auroc"] - 0.5) < 0.06
+
+
+def test_baselines_match_direct_formulas():
+    rng = np.random.default_rng(1)
+    r = rng.poisson(0.5, size=(5, 400)).astype(float)
+    lag = C.lagged_corr(r, absolute=False)
+    for i in range(5):
+        for j in range(5):
+            if i != j:
+                assert lag[i, j] == pytest.approx(np.corrcoef(r[i, 1:], r[j, :-1])[0, 1])
+    corr = C.zero_lag_corr(r, absolute=False)
+    np.testing.assert_allclose(corr, np.corrcoef(r) - np.eye(5), atol=1e-12)
+    # partial correlation = correlation of residuals after regressing out the other neurons
+    pc = C.partial_corr(r, ridge=0.0, absolute=False)
+    x = r - r.mean(1, keepdims=True)
+    others = x[2:].T
+    res = [x[i] - others @ np.linalg.lstsq(others, x[i], rcond=None)[0] for i in (0, 1)]
+    assert pc[0, 1] == pytest.approx(np.corrcoef(res[0], res[1])[0, 1])
+    assert np.all(C.partial_corr(r) >= 0) and np.allclose(C.partial_corr(r), C.partial_corr(r).T)
+    # a pure one-bin copy is a perfect lagged correlation in one direction only
+    s = (rng.random(300) < 0.3).astype(float)
+    r2 = np.stack([s, np.roll(s, 1)])
+    lag2 = C.lagged_corr(r2)
+    assert lag2[1, 0] == pytest.approx(1.0)
+    assert lag2[0, 1] < 0.3
+    silent = np.zeros((2, 50))
+    assert np.all(C.zero_lag_corr(silent) == 0)
+
+
+def _simulate_directed_network(n=30, t=20000, seed=0):
+    """Linear-Poisson (Bernoulli) network: a source spike raises its targets' rates one bin later."""
+    rng = np.random.default_rng(seed)
+    w = np.zeros((n, n))
+    edges = rng.random((n, n)) < 0.1
+    np.fill_diagonal(edges, False)
+    edges &= ~edges.T  # no reciprocal pairs, so W and W.T disagree on every edge
+    w[edges] = rng.choice([0.25, -0.04], size=edges.sum(), p=[0.8, 0.2])
+    base = 0.05
+    spikes = np.zeros((n, t))
+    prev = np.zeros(n)
+    for k in range(t):
+        rate = np.clip(base + w @ prev, 0.0, 1.0)
+        prev = (rng.random(n) < rate).astype(float)
+        spikes[:, k] = prev
+    return spikes, w
+
+
+def test_lagged_baseline_finds_direction_and_correlation_cannot():
+    raster, w = _simulate_directed_network()
+    lag = C.lagged_corr(raster)
+    corr = C.zero_lag_corr(raster)
+    s_lag, s_lag_t = C.score(lag, w), C.score(lag, w.T)
+    assert s_lag["auroc"] > 0.9
+    assert s_lag_t["auroc"] < s_lag["auroc"] - 0.3
+    # symmetric measures score the transposed truth exactly the same
+    assert C.score(corr, w)["auroc"] == pytest.approx(C.score(corr, w.T)["auroc"], abs=1e-12)
+    pc = C.partial_corr(raster)
+    assert C.score(pc, w)["auroc"] == pytest.approx(C.score(pc, w.T)["auroc"], abs=1e-12)
+    flat = C.connectivity_metrics(w, attention=lag, raster=raster, hub_ids=[0])
+    assert flat["connectivity_auroc"] == pytest.approx(s_lag["auroc"])
+    assert flat["baseline_lagged_corr_auroc"] == pytest.approx(s_lag["auroc"])
+    assert {"baseline_corr_auprc", "baseline_partial_corr_auroc_nonhub", "connectivity_edge_density"} <= set(flat)
