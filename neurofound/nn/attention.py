@@ -319,6 +319,17 @@ def _flex_attention(q, k, v, causal, key_padding_mask, dropout_p, *, compiled=Tr
             "attention backend 'flex' does not support dropout (FlexAttention has no dropout on "
             "the probabilities). Use backend='sdpa' or set the attention dropout to 0."
         )
+    if (
+        q.device.type == "cpu"
+        and torch.is_grad_enabled()
+        and (q.requires_grad or k.requires_grad or v.requires_grad)
+    ):
+        # Checked here, before a compile of several seconds, rather than left to torch.
+        raise NotImplementedError(
+            f"attention backend 'flex' has no backward pass on CPU (torch {torch.__version__}). "
+            "Run under torch.no_grad() / torch.inference_mode(), or use backend='sdpa' for "
+            "training on CPU."
+        )
     if key_padding_mask is None and not causal:
         block_mask = None
     else:
