@@ -331,7 +331,14 @@ class SpikeRecording:
             parts["weights"] = as_dataset(
                 pa.table({"row": pa.FixedSizeListArray.from_arrays(flat, n)})
             )
-        datasets.DatasetDict(parts).save_to_disk(tmp)
+        # The save progress bars are noise for a cache write; restore the user's setting after.
+        bars_on = datasets.is_progress_bar_enabled()
+        datasets.disable_progress_bars()
+        try:
+            datasets.DatasetDict(parts).save_to_disk(tmp)
+        finally:
+            if bars_on:
+                datasets.enable_progress_bars()
         header = {
             "format_version": FORMAT_VERSION,
             "n_neurons": self.n_neurons,

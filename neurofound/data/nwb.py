@@ -1,0 +1,205 @@
+"""Read a Neurodata Without Borders (NWB) file into a `SpikeRecording` with pynwb.
+
+What is read:
+
+* the units table: every row is a unit (its row index is the unit id), `spike_times` its spikes;
+* optional behaviour `TimeSeries`, found by name in `acquisition` or in the `behavior`
+  processing module (directly or inside a container such as `BehavioralTimeSeries`), linearly
+  interpolated onto a regular grid (`behavior_rate`, 20 Hz by default);
+* an optional stimulus `ImageSeries` (in `stimulus` or `acquisition`), converted to grayscale
+  float in [0, 1] and resampled to `frame_rate` by taking, for every frame slot, the most recent
+  image shown at or before its start (nearest-previous);
+* the trials table, whose `start_time`/`stop_time` rows become the recording's trials and
+  segments (splits then use whole trials);
+* optionally a ground-truth weight matrix from a `.npy` file (`W[target, source]`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from neurofound.data.records import SpikeRecording
+
+
+def _timestamps(series: Any) -> np.ndarray:
+    if series.timestamps is not None:
+        return np.asarray(series.timestamps[:], dtype=np.float64)
+    n = len(series.data)
+    start = float(series.starting_time or 0.0)
+    return start + np.arange(n, dtype=np.float64) / float(series.rate)
+
+
+def _series_by_name(nwbfile: Any) -> dict[str, Any]:
+    """Every TimeSeries of acquisition and of the `behavior` processing module, by name."""
+    found: dict[str, Any] = {}
+
+    def visit(obj: Any) -> None:
+        if hasattr(obj, "time_series"):  # BehavioralTimeSeries, Position, ... containers
+            for name, ts in obj.time_series.items():
+                found.setdefault(name, ts)
+        elif hasattr(obj, "spatial_series"):
+            for name, ts in obj.spatial_series.items():
+                found.setdefault(name, ts)
+        elif hasattr(obj, "data") and (hasattr(obj, "timestamps") or hasattr(obj, "rate")):
+            found.setdefault(obj.name, obj)
+
+    for obj in nwbfile.acquisition.values():
+        visit(obj)
+    for module_name in ("behavior", "behaviour"):
+        if module_name in nwbfile.processing:
+            for obj in nwbfile.processing[module_name].data_interfaces.values():
+                visit(obj)
+    return found
+
+
+def _to_gray_unit(data: np.ndarray, name: str) -> np.ndarray:
+    """(T, H, W[, C]) images -> (T, H, W) float32 in [0, 1]."""
+    if data.ndim == 4:
+        if data.shape[-1] in (3, 4):
+            data = data[..., :3].astype(np.float64) @ np.array([0.2125, 0.7154, 0.0721])
+        elif data.shape[-1] == 1:
+            data = data[..., 0]
+        else:
+            raise ValueError(
+                f"stimulus {name!r} has shape {data.shape}; expected (T, H, W) grayscale or "
+                "(T, H, W, 3|4) colour images"
+            )
+    elif data.ndim != 3:
+        raise ValueError(f"stimulus {name!r} must be (T, H, W) images, got shape {data.shape}")
+    if np.issubdtype(data.dtype, np.integer):
+        data = data.astype(np.float64) / float(np.iinfo(data.dtype).max)
+    elif np.issubdtype(data.dtype, np.bool_):
+        data = data.astype(np.float64)
+    else:
+        data = data.astype(np.float64)
+        if not np.all(np.isfinite(data)):
+            raise ValueError(f"stimulus {name!r} contains NaN/Inf pixels")
+        lo, hi = data.min(), data.max()
+        if lo < 0 or hi > 1:
+            data = (data - lo) / (hi - lo if hi > lo else 1.0)
+    return data.astype(np.float32)
+
+
+def read_nwb(
+    path: str | os.PathLike,
+    behavior: list[str] | tuple[str, ...] = (),
+    stimulus: str | None = None,
+    true_weights: str | os.PathLike | None = None,
+    *,
+    behavior_rate: float = 20.0,
+    frame_rate: float = 20.0,
+) -> SpikeRecording:
+    """Read spikes (and optionally behaviour, stimulus, trials, ground truth) from an NWB file.
+
+    Args:
+        path: the `.nwb` file.
+        behavior: names of behaviour TimeSeries to read (1-D data, or (n, 1)).
+        stimulus: name of an ImageSeries to use as the stimulus movie, or None.
+        true_weights: optional `.npy` file holding `W[target, source]`, shape (N, N).
+        behavior_rate: rate (Hz) of the regular grid the behaviour is interpolated onto.
+        frame_rate: rate (Hz) of the frame grid the stimulus is resampled onto.
+
+    Returns:
+        `SpikeRecording`; `meta["source"]` is the file path and `meta["unit_names"]` the
+        units' ids as stored in the file.
+    """
+    from pynwb import NWBHDF5IO
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"NWB file {path!r} does not exist")
+    with NWBHDF5IO(path, "r") as io:
+        nwbfile = io.read()
+        units = nwbfile.units
+        if units is None or len(units) == 0 or "spike_times" not in units.colnames:
+            raise ValueError(f"{path} has no units table with spike_times; cannot read spikes")
+        flat = np.asarray(units["spike_times"].data[:], dtype=np.float64)
+        ends = np.asarray(units["spike_times_index"].data[:], dtype=np.int64)
+        n_neurons = len(ends)
+        counts = np.diff(np.concatenate([[0], ends]))
+        unit_ids = np.repeat(np.arange(n_neurons), counts)
+        unit_names = np.asarray(units.id[:]).tolist()
+
+        trials = None
+        if nwbfile.trials is not None and len(nwbfile.trials) > 0:
+            trials = list(
+                zip(
+                    np.asarray(nwbfile.trials["start_time"][:], dtype=np.float64).tolist(),
+                    np.asarray(nwbfile.trials["stop_time"][:], dtype=np.float64).tolist(),
+                )
+            )
+        duration = max(
+            float(flat.max()) if flat.size else 0.0, max((s for _, s in trials), default=0.0)
+        )
+        if duration <= 0:
+            raise ValueError(f"{path} has neither spikes nor trials to define a duration")
+
+        available = _series_by_name(nwbfile)
+        missing = [name for name in behavior if name not in available]
+        if missing:
+            raise ValueError(
+                f"behaviour series {missing} not found in {path}; it has {sorted(available)} "
+                "(searched acquisition and processing['behavior'])"
+            )
+        grid = np.arange(int(np.floor(duration * behavior_rate + 1e-9))) / behavior_rate
+        beh = {}
+        for name in behavior:
+            series = available[name]
+            values = np.asarray(series.data[:], dtype=np.float64)
+            if values.ndim == 2 and values.shape[1] == 1:
+                values = values[:, 0]
+            if values.ndim != 1:
+                raise ValueError(
+                    f"behaviour series {name!r} has shape {values.shape}; only 1-D series are "
+                    "supported (store each column as its own TimeSeries)"
+                )
+            if np.isnan(values).any():
+                raise ValueError(
+                    f"behaviour series {name!r} contains {int(np.isnan(values).sum())} NaN "
+                    "samples; linear interpolation would spread them, so fill them first"
+                )
+            beh[name] = (np.interp(grid, _timestamps(series), values), behavior_rate)
+
+        frames = None
+        if stimulus is not None:
+            images = {**dict(nwbfile.acquisition), **dict(nwbfile.stimulus)}
+            image_series = {k: v for k, v in images.items() if type(v).__name__.endswith("ImageSeries")}
+            if stimulus not in image_series:
+                raise ValueError(
+                    f"stimulus {stimulus!r} not found in {path}; its ImageSeries are "
+                    f"{sorted(image_series)} (searched stimulus and acquisition)"
+                )
+            series = image_series[stimulus]
+            if series.data is None or len(series.data) == 0:
+                raise ValueError(f"stimulus {stimulus!r} has no embedded image data (external file?)")
+            images_arr = _to_gray_unit(np.asarray(series.data[:]), stimulus)
+            shown_at = _timestamps(series)
+            n_frames = int(np.floor(duration * frame_rate + 1e-9))
+            slots = np.arange(n_frames) / frame_rate
+            idx = np.clip(np.searchsorted(shown_at, slots + 1e-9, side="right") - 1, 0, None)
+            frames = images_arr[idx]
+
+    weights = None
+    if true_weights is not None:
+        weights = np.load(os.fspath(true_weights))
+        if weights.shape != (n_neurons, n_neurons):
+            raise ValueError(
+                f"true_weights {true_weights} has shape {weights.shape}, expected "
+                f"({n_neurons}, {n_neurons}) = (units, units) as W[target, source]"
+            )
+    return SpikeRecording(
+        spike_times=flat,
+        unit_ids=unit_ids,
+        n_neurons=n_neurons,
+        duration=duration,
+        frames=frames,
+        frame_rate=frame_rate,
+        behavior=beh,
+        segments=trials,
+        trials=trials,
+        true_weights=weights,
+        meta={"source": path, "unit_names": unit_names},
+    )

@@ -1,0 +1,190 @@
+"""Leakage-safe train / val / test splits of windowed spike data.
+
+A sample is a window end t: its current window is `[t - w, t)` and its past (context) window
+`[t - w - wp, t - w)`. Random window-level splits leak, because the past window of a test
+sample is training data and vice versa. Here the time axis is cut into contiguous blocks
+instead:
+
+* `mode="blocks"`: each segment is cut, in time order, into train / val / test blocks of the
+  given fractions of its length (default 70 / 10 / 20 %).
+* `mode="trials"`: whole trials are assigned to splits (shuffled with `seed`).
+
+Inside a block a window is kept only if BOTH its past and its current window lie inside the
+block, i.e. `block_start <= t - w - wp` and `t <= block_stop`. So no past or current window of
+one split ever overlaps a current window of another, and there is a gap of one past window
+(`wp` of unused time) after each boundary.
+
+`train_fraction < 1` keeps a contiguous run of the training windows, taken from the END of
+the training split (so it is the training data closest in time to the held-out blocks and is
+still separated from them by the one-past-window gap).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+_EPS = 1e-9
+
+
+@dataclass
+class Splits:
+    """Window ends per split.
+
+    Attributes:
+        intervals: split -> (n,) float64 window ends t, sorted by (segment, t).
+        segments: split -> (n,) int64 index of the segment (or trial) each window belongs to.
+        blocks: split -> list of (start, stop) time blocks the split was drawn from.
+        spans: list of (start, stop) of every segment / trial indexed by `segments`.
+    """
+
+    intervals: dict[str, np.ndarray]
+    segments: dict[str, np.ndarray]
+    blocks: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    spans: list[tuple[float, float]] = field(default_factory=list)
+
+
+def window_grid(start: float, stop: float, window: float) -> np.ndarray:
+    """Window ends `start + k * window` (k >= 1) that are <= stop, rounded to 1e-6 s."""
+    n = int(math.floor((stop - start) / window + 1e-6))
+    return np.round(start + window * np.arange(1, n + 1), 6)
+
+
+def _block_windows(
+    grid: np.ndarray, block: tuple[float, float], window: float, window_prev: float
+) -> np.ndarray:
+    lo, hi = block
+    keep = (grid - window - window_prev >= lo - _EPS) & (grid <= hi + _EPS)
+    return grid[keep]
+
+
+def split_intervals(
+    spans: list[tuple[float, float]],
+    window: float,
+    window_prev: float,
+    *,
+    mode: str = "blocks",
+    val_frac: float = 0.1,
+    test_frac: float = 0.2,
+    train_fraction: float = 1.0,
+    seed: int = 0,
+    grid_fn: Callable[[float, float], np.ndarray] | None = None,
+) -> Splits:
+    """Split the windows of `spans` (segments, or trials when `mode="trials"`).
+
+    Args:
+        spans: list of (start, stop) seconds: the recording's segments for "blocks", its
+            trials for "trials".
+        window: current window length w (s).
+        window_prev: past window length wp (s).
+        mode: "blocks" (contiguous time blocks inside each span) or "trials" (whole spans).
+        val_frac, test_frac: fractions of time (blocks) or of spans (trials); train gets the rest.
+        train_fraction: in (0, 1]; keep only this fraction of the training windows, as one
+            contiguous run at the end of the training split.
+        seed: shuffles the trials in "trials" mode.
+        grid_fn: `(duration, start) -> window ends`; defaults to `window_grid` steps of w
+            (pass `tokenizer.intervals` to use the tokenizer's own grid).
+
+    Returns:
+        `Splits`.
+    """
+    if mode not in ("blocks", "trials"):
+        raise ValueError(f"split mode must be 'blocks' or 'trials', got {mode!r}")
+    if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
+        raise ValueError(
+            f"val_frac ({val_frac}) and test_frac ({test_frac}) must be >= 0 and sum to < 1"
+        )
+    if not (0 < train_fraction <= 1):
+        raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}")
+    if not spans:
+        raise ValueError("no segments/trials to split")
+
+    def grid(start: float, stop: float) -> np.ndarray:
+        if grid_fn is None:
+            return window_grid(start, stop, window)
+        return np.asarray(grid_fn(stop - start, start), dtype=np.float64)
+
+    blocks: dict[str, list[tuple[int, tuple[float, float]]]] = {s: [] for s in SPLITS}
+    if mode == "blocks":
+        train_frac = 1.0 - val_frac - test_frac
+        for k, (a, b) in enumerate(spans):
+            length = b - a
+            t1, t2 = a + train_frac * length, a + (train_frac + val_frac) * length
+            for name, block in zip(SPLITS, ((a, t1), (t1, t2), (t2, b))):
+                if block[1] - block[0] > _EPS:
+                    blocks[name].append((k, block))
+    else:
+        n = len(spans)
+        order = np.random.default_rng(seed).permutation(n)
+        n_test = int(round(test_frac * n)) if test_frac > 0 else 0
+        n_val = int(round(val_frac * n)) if val_frac > 0 else 0
+        if n_test + n_val >= n:
+            raise ValueError(
+                f"{n} trials are too few for val_frac={val_frac} and test_frac={test_frac}: "
+                "no training trial would remain; use split_mode='blocks'"
+            )
+        names = ["train"] * (n - n_val - n_test) + ["val"] * n_val + ["test"] * n_test
+        for name, k in zip(names, order):
+            blocks[name].append((int(k), tuple(spans[k])))
+        for name in SPLITS:
+            blocks[name].sort()
+
+    intervals, segments = {}, {}
+    for name in SPLITS:
+        ts, ks = [], []
+        for k, block in blocks[name]:
+            g = _block_windows(grid(*spans[k]), block, window, window_prev)
+            ts.append(g)
+            ks.append(np.full(g.size, k, dtype=np.int64))
+        intervals[name] = np.concatenate(ts) if ts else np.zeros(0)
+        segments[name] = np.concatenate(ks) if ks else np.zeros(0, dtype=np.int64)
+
+    if train_fraction < 1.0:
+        n_train = intervals["train"].size
+        n_keep = max(1, int(math.ceil(train_fraction * n_train))) if n_train else 0
+        intervals["train"] = intervals["train"][n_train - n_keep :]
+        segments["train"] = segments["train"][n_train - n_keep :]
+    for name in SPLITS:
+        if name == "train" and intervals[name].size == 0:
+            raise ValueError(
+                "the training split has no window: the recording is too short for "
+                f"window={window} s + window_prev={window_prev} s per block"
+            )
+    return Splits(
+        intervals=intervals,
+        segments=segments,
+        blocks={name: [b for _, b in blocks[name]] for name in SPLITS},
+        spans=[tuple(s) for s in spans],
+    )
+
+
+def check_no_leakage(splits: Splits, window: float, window_prev: float) -> None:
+    """Raise ValueError if any past or current window of one split overlaps a current window
+    of another split (half-open intervals; touching ends do not overlap)."""
+    spans = {}
+    for name in SPLITS:
+        t = splits.intervals[name]
+        spans[name] = (t - window - window_prev, t)  # past + current of every window
+    for a in SPLITS:
+        lo, hi = spans[a]
+        for b in SPLITS:
+            if a == b or splits.intervals[b].size == 0 or lo.size == 0:
+                continue
+            cur_lo = np.sort(splits.intervals[b] - window)
+            cur_hi = np.sort(splits.intervals[b])
+            # Overlap of [lo, hi) with some [c_lo, c_hi): exists c with c_lo < hi and c_hi > lo.
+            # Since current windows all have length w and are sorted, check the nearest one.
+            idx = np.searchsorted(cur_lo, hi - _EPS, side="left") - 1
+            valid = idx >= 0
+            overlap = np.zeros(lo.shape, dtype=bool)
+            overlap[valid] = cur_hi[idx[valid]] > lo[valid] + _EPS
+            if overlap.any():
+                i = int(np.flatnonzero(overlap)[0])
+                raise ValueError(
+                    f"leakage: window t={splits.intervals[a][i]:.6f} of {a!r} overlaps a current "
+                    f"window of {b!r}"
+                )
