@@ -2,7 +2,8 @@
 
 Import-light: names are resolved on first access, so `import neurofound.models` does not build torch modules.
 
-    from neurofound.models import Neuroformer, NeuroformerConfig, neuroformer_small, neuroformer_base, convert
+    from neurofound.models import Neuroformer, NeuroformerConfig, neuroformer_small, neuroformer_base
+    from neurofound.models.convert import convert
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ _EXPORTS = {
     "NeuroformerOutput": "neurofound.models.neuroformer",
     "neuroformer_small": "neurofound.models.neuroformer",
     "neuroformer_base": "neurofound.models.neuroformer",
-    "convert": "neurofound.models.convert",
     "NeurofoundHubMixin": "neurofound.models.hub",
 }
 
