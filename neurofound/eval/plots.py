@@ -60,8 +60,11 @@ def plot_raster(true_times: np.ndarray, true_ids: np.ndarray, pred_times: np.nda
         if t_range is not None:
             keep &= (t >= t_range[0]) & (t < t_range[1])
         rows = np.array([row[int(x)] for x in u[keep]], dtype=np.int64)
-        ax.scatter(t[keep], rows, s=4, marker="|", color="black" if name == "held-out" else "tab:red")
-        ax.set_ylabel(f"{name}\nneuron (row)")
+        ax.scatter(t[keep], rows, s=25, marker="|", linewidths=1,
+                   color="black" if name == "held-out" else "tab:red")
+        if len(neurons) <= 30:  # few neurons: label rows with their ids
+            ax.set_yticks(np.arange(len(neurons)), [str(int(x)) for x in neurons], fontsize=7)
+        ax.set_ylabel(f"{name}\nneuron")
         ax.set_ylim(-1, max(len(neurons), 1))
         ax.set_title(f"{name}: {int(keep.sum())} spikes", fontsize=9)
     if t_range is not None:
