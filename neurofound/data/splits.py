@@ -120,8 +120,9 @@ def split_intervals(
     else:
         n = len(spans)
         order = np.random.default_rng(seed).permutation(n)
-        n_test = int(round(test_frac * n)) if test_frac > 0 else 0
-        n_val = int(round(val_frac * n)) if val_frac > 0 else 0
+        # A requested held-out split gets at least one trial (never silently none).
+        n_test = max(1, int(round(test_frac * n))) if test_frac > 0 else 0
+        n_val = max(1, int(round(val_frac * n))) if val_frac > 0 else 0
         if n_test + n_val >= n:
             raise ValueError(
                 f"{n} trials are too few for val_frac={val_frac} and test_frac={test_frac}: "

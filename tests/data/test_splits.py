@@ -1,0 +1,101 @@
+"""Leakage-safe splits: no past or current window of one split touches another's current window."""
+
+import numpy as np
+import pytest
+
+from neurofound.data.splits import SPLITS, Splits, check_no_leakage, split_intervals
+
+W, WP = 0.05, 0.1
+
+
+def _brute_force_overlaps(splits, window, window_prev):
+    """Every (split a, split b != a) pair of (past+current of a) and (current of b) overlapping."""
+    bad = []
+    for a in SPLITS:
+        for b in SPLITS:
+            if a == b:
+                continue
+            for t in splits.intervals[a]:
+                lo, hi = t - window - window_prev, t
+                cur_lo = splits.intervals[b] - window
+                cur_hi = splits.intervals[b]
+                hit = (cur_lo < hi - 1e-9) & (cur_hi > lo + 1e-9)
+                if hit.any():
+                    bad.append((a, t, b))
+    return bad
+
+
+@pytest.mark.parametrize("mode", ["blocks", "trials"])
+def test_no_overlap_between_splits(mode):
+    spans = [(0.0, 10.0), (10.0, 16.0), (16.0, 25.0)] if mode == "blocks" else [
+        (float(k), float(k + 1)) for k in range(10)
+    ]
+    splits = split_intervals(spans, W, WP, mode=mode, seed=3)
+    assert all(splits.intervals[s].size > 0 for s in SPLITS)
+    assert _brute_force_overlaps(splits, W, WP) == []
+    check_no_leakage(splits, W, WP)  # the library's own check agrees
+
+
+def test_blocks_layout_and_gaps():
+    splits = split_intervals([(0.0, 10.0)], W, WP)
+    train, val, test = (splits.intervals[s] for s in SPLITS)
+    assert splits.blocks["train"] == [(0.0, 7.0)]
+    assert splits.blocks["val"][0] == pytest.approx((7.0, 8.0))
+    assert train.max() <= 7.0 + 1e-9 and train.min() - W - WP >= -1e-9
+    # Val's first current window starts one past window after the boundary.
+    assert val.min() - W == pytest.approx(7.0 + WP)
+    assert test.min() - W == pytest.approx(8.0 + WP)
+    assert test.max() == pytest.approx(10.0)
+    # Windows tile each block on the window grid.
+    np.testing.assert_allclose(np.diff(train), W)
+
+
+def test_leakage_check_catches_a_bad_split():
+    leaky = Splits(
+        intervals={"train": np.array([1.0, 1.05]), "val": np.array([1.1]), "test": np.array([5.0])},
+        segments={s: np.zeros(1, np.int64) for s in SPLITS},
+    )
+    with pytest.raises(ValueError, match="leakage"):
+        check_no_leakage(leaky, W, WP)
+
+
+def test_train_fraction_is_contiguous_end_of_train():
+    full = split_intervals([(0.0, 100.0)], W, WP)
+    part = split_intervals([(0.0, 100.0)], W, WP, train_fraction=0.01)
+    n_full = full.intervals["train"].size
+    assert part.intervals["train"].size == int(np.ceil(0.01 * n_full))
+    np.testing.assert_allclose(np.diff(part.intervals["train"]), W)  # contiguous
+    np.testing.assert_array_equal(part.intervals["train"], full.intervals["train"][-part.intervals["train"].size :])
+    # Held-out splits are untouched; the kept block ends one past window before val starts.
+    np.testing.assert_array_equal(part.intervals["test"], full.intervals["test"])
+    assert part.intervals["val"].min() - W - part.intervals["train"].max() == pytest.approx(WP)
+    check_no_leakage(part, W, WP)
+
+
+def test_trials_are_whole():
+    spans = [(float(k), float(k) + 0.8) for k in range(10)]
+    splits = split_intervals(spans, W, WP, mode="trials", seed=1)
+    owner = {}
+    for s in SPLITS:
+        for k in np.unique(splits.segments[s]):
+            assert k not in owner, f"trial {k} is in both {owner.get(k)} and {s}"
+            owner[k] = s
+    assert sorted(owner) == list(range(10))
+    assert [len(splits.blocks[s]) for s in SPLITS] == [7, 1, 2]
+    # Every window lies inside its own trial, past window included.
+    for s in SPLITS:
+        starts = np.array([spans[k][0] for k in splits.segments[s]])
+        stops = np.array([spans[k][1] for k in splits.segments[s]])
+        assert np.all(splits.intervals[s] - W - WP >= starts - 1e-9)
+        assert np.all(splits.intervals[s] <= stops + 1e-9)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="train_fraction"):
+        split_intervals([(0.0, 10.0)], W, WP, train_fraction=0.0)
+    with pytest.raises(ValueError, match="sum to < 1"):
+        split_intervals([(0.0, 10.0)], W, WP, val_frac=0.5, test_frac=0.5)
+    with pytest.raises(ValueError, match="too few"):
+        split_intervals([(0.0, 1.0), (1.0, 2.0)], W, WP, mode="trials")
+    with pytest.raises(ValueError, match="too short"):
+        split_intervals([(0.0, 0.1)], W, WP)
