@@ -468,7 +468,7 @@ class Neuroformer(
     # ---------------------------------------------------------------------------------------------------------
     # input checks
     # ---------------------------------------------------------------------------------------------------------
-    def _check_tokens(self, name: str, tokens: torch.Tensor, vocab: int, block: int, offset: int = 0) -> None:
+    def _check_tokens(self, name: str, tokens: torch.Tensor, vocab: int, block: int, offset: int | None = None) -> None:
         if tokens.dim() != 2:
             raise ValueError(f"batch[{name!r}] must be (batch, tokens), got shape {tuple(tokens.shape)}")
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
@@ -477,14 +477,14 @@ class Neuroformer(
                 f"{vocab} entries (0..{vocab - 1}); the data has more neurons / dt bins than the model config "
                 f"(n_neurons={self.config.n_neurons}, n_dt={self.config.n_dt}); rebuild the tokenizer or the model"
             )
-        L = tokens.shape[1] + offset
-        if self.config.reference_compat and offset == 0 and tokens.shape[1] != block:
+        if self.config.reference_compat and offset is None and tokens.shape[1] != block:
             raise ValueError(
                 f"batch[{name!r}] has {tokens.shape[1]} tokens but reference_compat adds the position table by "
                 f"broadcasting, so it must be exactly block size {block} (fixture Q3)"
             )
-        if L > block:
-            raise ValueError(f"batch[{name!r}] reaches position {L} > block size {block}; raise block_size or truncate")
+        end = tokens.shape[1] + (offset or 0)
+        if end > block:
+            raise ValueError(f"batch[{name!r}] reaches position {end} > block size {block}; raise block_size or truncate")
 
     def _check_frames(self, frames: torch.Tensor) -> None:
         expected = (1, *self.config.frame_shape)
@@ -497,10 +497,12 @@ class Neuroformer(
     # ---------------------------------------------------------------------------------------------------------
     # embedding stages
     # ---------------------------------------------------------------------------------------------------------
-    def embed_tokens(self, ids: torch.Tensor, dts: torch.Tensor, *, past: bool = False, offset: int = 0) -> torch.Tensor:
+    def embed_tokens(self, ids: torch.Tensor, dts: torch.Tensor, *, past: bool = False,
+                     offset: int | None = None) -> torch.Tensor:
         """Step 1: tok_emb(id) + temp_emb(dt index as float) + pos_emb. ids, dts: (B, L) -> (B, L, E).
 
-        `offset` is the position of the first token (KV-cached decoding feeds one token at a time).
+        `offset` is the position of the first token when decoding incrementally (KV cache); None means a full
+        sequence starting at position 0 (which reference_compat requires to be exactly block long, Q3).
         """
         cfg = self.config
         block = cfg.block_size_prev if past else cfg.block_size
@@ -509,7 +511,8 @@ class Neuroformer(
         table = self.pos_emb_prev if past else self.pos_emb
         temporal = self.temp_emb_prev if past else self.temp_emb
         L = ids.shape[1]
-        pos = table if (cfg.reference_compat and offset == 0) else table[:, offset : offset + L]
+        start = offset or 0
+        pos = table if (cfg.reference_compat and offset is None) else table[:, start : start + L]
         x = self.tok_emb(ids) + temporal(dts.to(self.pos_emb.dtype)) + pos
         return self.drop(x)
 
@@ -668,6 +671,15 @@ class Neuroformer(
         out = self.forward(batch)
         real = None if self.config.reference_compat else batch["id"] != self.config.id_pad
         return self._pool(out.last_layer, real)
+
+    def generate(self, batch: dict, **kwargs):
+        """Autoregressive spike generation (KV cache, top-k/top-p/temperature, own-past / true-past).
+
+        See `neurofound.models.neuroformer_generate.generate` for the arguments; returns a GenerationResult.
+        """
+        from neurofound.models.neuroformer_generate import generate
+
+        return generate(self, batch, **kwargs)
 
     # ---------------------------------------------------------------------------------------------------------
     # losses

@@ -1,0 +1,290 @@
+"""Autoregressive spike generation for Neuroformer (`Neuroformer.generate`).
+
+Each window starts from [SOS] (dt 0) and grows one (ID, dt) token pair per step until a row samples an ID >= EOS
+or reaches the block end; finished rows are dropped from the batch (their sequences are frozen).
+
+* `use_cache=True`: KV-cached decoding. Self-attention layers (state encoder, decoder) append one key/value per
+  step; the cross-attention keys/values of the past window, frames and behaviour are computed once per window.
+* `use_cache=False`: a full forward per token over the prefix (the reference's method; no losses or metrics).
+  Both paths draw the same random numbers (one uniform per active row per stream per step, inverse-CDF
+  sampling), so with the same generator they give identical samples up to floating-point ties.
+* `mode="true_past"`: windows are independent and batched freely; the past window comes from real data.
+* `mode="own_past"`: the past window is rebuilt with the SpikeTokenizer from the spikes generated for the
+  windows before it; spikes earlier than a segment's first generated window come from real data (decoded from
+  that row's real past tokens). Windows of a segment run in sequence; segments form the batch.
+  With `reference_compat=True` the public code's behaviour is reproduced: its "own past" used the TRUE past
+  (`NFDataloader.get_interval` ignores its data argument, spec 4.1), so own_past then equals true_past.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from neurofound.nn.attention import KVCache
+
+_CONTEXT_KEYS = ("id_prev", "dt_prev", "frames", "behavior", "behavior_dt")
+
+
+@dataclass
+class GenerationResult:
+    """Generated tokens and spikes.
+
+    Attributes:
+        id_tokens, dt_tokens: (B, S) generated sequences [SOS, ..., EOS?, PAD...] per window (batch row).
+        n_tokens: (B,) number of generated tokens after SOS (EOS included).
+        id_prev_used, dt_prev_used: (B, Sp) the past tokens each window was conditioned on.
+        spike_times: (M,) seconds (window start + dt offset); unit_ids (M,); window (M,) batch row;
+        segment (M,) segment of that row.
+        intervals: (B,) end time t of each window; segments: (B,).
+    """
+
+    id_tokens: torch.Tensor
+    dt_tokens: torch.Tensor
+    n_tokens: torch.Tensor
+    id_prev_used: torch.Tensor
+    dt_prev_used: torch.Tensor
+    spike_times: np.ndarray
+    unit_ids: np.ndarray
+    window: np.ndarray
+    segment: np.ndarray
+    intervals: np.ndarray
+    segments: np.ndarray
+
+    def window_sets(self) -> list[set[int]]:
+        """Set of neuron ids generated in each window (batch-row order), for set-based F1."""
+        sets = [set() for _ in range(len(self.intervals))]
+        for w, u in zip(self.window, self.unit_ids):
+            sets[int(w)].add(int(u))
+        return sets
+
+    def counts(self, n_neurons: int, start: float, stop: float, bin_size: float) -> np.ndarray:
+        """(N, T) spike-count raster of the generated spikes over [start, stop) in bins of `bin_size` seconds."""
+        n_bins = int(round((stop - start) / bin_size))
+        raster = np.zeros((n_neurons, n_bins), dtype=np.int64)
+        b = np.floor((self.spike_times - start) / bin_size + 1e-9).astype(np.int64)
+        ok = (b >= 0) & (b < n_bins)
+        np.add.at(raster, (self.unit_ids[ok], b[ok]), 1)
+        return raster
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0, temperature: float = 1.0) -> torch.Tensor:
+    """Temperature, then top-k, then nucleus (top-p) filtering; removed entries become -inf. logits: (B, V)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}; use top_k=1 for greedy decoding")
+    logits = logits / temperature
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix whose mass reaches top_p
+        drop[:, 0] = False
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return logits
+
+
+def sample(logits: torch.Tensor, generator: torch.Generator | None, **filt) -> torch.Tensor:
+    """Inverse-CDF sampling with one uniform draw per row: (B, V) -> (B,) long."""
+    probs = filter_logits(logits, **filt).softmax(-1)
+    u = torch.rand(probs.shape[0], 1, generator=generator, dtype=probs.dtype, device=probs.device)
+    cdf = probs.cumsum(-1)
+    idx = torch.searchsorted(cdf, u * cdf[:, -1:]).squeeze(-1)
+    # guard against u*total landing past the last non-zero entry through rounding
+    idx = idx.clamp_max(probs.shape[-1] - 1)
+    bad = probs.gather(1, idx[:, None]).squeeze(1) == 0
+    if bad.any():
+        idx[bad] = probs[bad].argmax(-1)
+    return idx
+
+
+def _rows(batch: dict, index: torch.Tensor) -> dict:
+    """Context entries of `batch` restricted to rows `index`."""
+    out = {}
+    for k in _CONTEXT_KEYS:
+        v = batch.get(k)
+        if v is None:
+            continue
+        out[k] = {n: t[index] for n, t in v.items()} if isinstance(v, dict) else v[index]
+    return out
+
+
+class _CachedDecoder:
+    """KV-cached incremental forward of one batch of windows."""
+
+    def __init__(self, model, ctx_batch: dict):
+        self.model, self.batch, self.ctx = model, ctx_batch, None
+        S = model.config.block_size
+        self.state = [KVCache(S) for _ in model.state_blocks]
+        self.trunk = ([KVCache(static=True) for _ in model.history_blocks]
+                      + [KVCache(static=True) for _ in model.stimulus_blocks]
+                      + [KVCache(static=True) for _ in model.behavior_blocks]
+                      + [KVCache(S) for _ in model.decoder_blocks])
+
+    def step(self, ids: torch.Tensor, dts: torch.Tensor, pos: int):
+        m = self.model
+        x = m.embed_tokens(ids, dts, offset=pos)
+        if self.ctx is None:  # cross-attention sources once per window (frame SOS = the SOS embedding)
+            self.ctx = m.encode_context(self.batch, x[:, :1])
+        for blk, c in zip(m.state_blocks, self.state):
+            x, _ = blk(x, causal=True, cache=c)
+        x = m._trunk(x, self.ctx, None, {}, False, caches=self.trunk)
+        return m.head_id(x[:, -1]), m.head_dt(x[:, -1])
+
+    def select(self, keep: torch.Tensor) -> None:
+        for c in self.state + self.trunk:
+            c.select(keep)
+        for k in ("past", "past_mask", "frames", "behavior"):
+            if self.ctx.get(k) is not None:
+                self.ctx[k] = self.ctx[k][keep]
+
+
+@torch.no_grad()
+def generate_block(model, ctx_batch: dict, *, use_cache: bool, generator, id_sampling: dict, dt_sampling: dict):
+    """Generate one window per row of `ctx_batch`. Returns id/dt tokens (B, S) and n_tokens (B,)."""
+    cfg = model.config
+    B = ctx_batch["id_prev"].shape[0]
+    S = cfg.block_size
+    dev = ctx_batch["id_prev"].device
+    ids = torch.full((B, S), cfg.id_pad, dtype=torch.long, device=dev)
+    dts = torch.full((B, S), cfg.dt_pad, dtype=torch.long, device=dev)
+    ids[:, 0], dts[:, 0] = cfg.id_sos, 0
+    n_tokens = torch.zeros(B, dtype=torch.long, device=dev)
+    active = torch.arange(B, device=dev)
+    dec = _CachedDecoder(model, ctx_batch) if use_cache else None
+    for pos in range(S - 1):
+        if use_cache:
+            logit_id, logit_dt = dec.step(ids[active, pos : pos + 1], dts[active, pos : pos + 1], pos)
+        else:
+            sub = _rows(ctx_batch, active)
+            if cfg.reference_compat:  # the reference feeds the whole PAD-filled block (Q3); causality hides the rest
+                sub["id"], sub["dt"] = ids[active], dts[active]
+            else:
+                sub["id"], sub["dt"] = ids[active, : pos + 1], dts[active, : pos + 1]
+            out = model(sub)
+            logit_id, logit_dt = out.id_logits[:, pos], out.dt_logits[:, pos]
+        if not cfg.reference_compat:
+            # SOS / PAD are never valid next tokens; the reference samples them anyway (kept in compat mode)
+            logit_id = logit_id.clone()
+            logit_id[:, [cfg.id_sos, cfg.id_pad]] = float("-inf")
+            logit_dt = logit_dt.clone()
+            logit_dt[:, [cfg.n_dt, cfg.dt_pad]] = float("-inf")
+        new_id = sample(logit_id, generator, **id_sampling)
+        new_dt = sample(logit_dt, generator, **dt_sampling)
+        ids[active, pos + 1], dts[active, pos + 1] = new_id, new_dt
+        n_tokens[active] += 1
+        keep = new_id < cfg.id_eos
+        if not keep.any():
+            break
+        if not keep.all():
+            active = active[keep]
+            if use_cache:
+                dec.select(keep)
+    return ids, dts, n_tokens
+
+
+def _window_starts(tokenizer, cfg, intervals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(current start, past start) of each interval, by the tokenizer's own window rules when available."""
+    if tokenizer is not None:
+        enc = tokenizer.encode(np.zeros(0), np.zeros(0, dtype=np.int64), intervals)
+        return enc["curr_window"][:, 0], enc["prev_window"][:, 0]
+    return intervals - cfg.window, intervals - cfg.window - cfg.window_prev
+
+
+@torch.no_grad()
+def generate(model, batch: dict, *, mode: str = "true_past", tokenizer=None, use_cache: bool = True,
+             generator: torch.Generator | None = None, top_k: int = 0, top_p: float = 1.0, temperature: float = 1.0,
+             top_k_dt: int = 0, top_p_dt: float = 1.0, temperature_dt: float = 1.0) -> GenerationResult:
+    """Generate the current window of every row of `batch` (keys of docs/architecture.md "Batches").
+
+    Args:
+        batch: id_prev, dt_prev (B, Sp) real past tokens; frames / behavior / behavior_dt when the model uses
+            them; interval (B,) window end times (needed for spike times and own_past); segment (B,) (default 0).
+        mode: "true_past" or "own_past" (see the module docstring).
+        tokenizer: SpikeTokenizer for own_past (default `model.tokenizer`).
+        use_cache: KV-cached decoding (True) or a full forward per token (False).
+        generator: torch.Generator for reproducible sampling.
+        top_k, top_p, temperature: ID sampling; top_k_dt, top_p_dt, temperature_dt: dt sampling.
+    """
+    if mode not in ("true_past", "own_past"):
+        raise ValueError(f"mode must be 'true_past' or 'own_past', got {mode!r}")
+    cfg = model.config
+    was_training = model.training
+    model.eval()
+    tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    B = batch["id_prev"].shape[0]
+    dev = batch["id_prev"].device
+    intervals = np.asarray(batch["interval"].cpu() if "interval" in batch else np.full(B, cfg.window), dtype=np.float64)
+    segments = np.asarray(batch["segment"].cpu() if "segment" in batch else np.zeros(B), dtype=np.int64)
+    id_s = dict(top_k=top_k, top_p=top_p, temperature=temperature)
+    dt_s = dict(top_k=top_k_dt, top_p=top_p_dt, temperature=temperature_dt)
+    ids = torch.full((B, cfg.block_size), cfg.id_pad, dtype=torch.long, device=dev)
+    dts = torch.full_like(ids, cfg.dt_pad)
+    n_tok = torch.zeros(B, dtype=torch.long, device=dev)
+    id_prev_used, dt_prev_used = batch["id_prev"].clone(), batch["dt_prev"].clone()
+    curr_start, prev_start = _window_starts(tokenizer, cfg, intervals)
+
+    if mode == "true_past" or cfg.reference_compat:
+        ids, dts, n_tok = generate_block(model, batch, use_cache=use_cache, generator=generator,
+                                         id_sampling=id_s, dt_sampling=dt_s)
+    else:
+        if tokenizer is None:
+            raise ValueError("own_past generation rebuilds past tokens with a SpikeTokenizer: pass tokenizer= or "
+                             "attach one as model.tokenizer")
+        if "interval" not in batch:
+            raise ValueError("own_past generation needs batch['interval'] (window end times) to place spikes")
+        if (tokenizer.block_size_prev, tokenizer.n_neurons) != (cfg.block_size_prev, cfg.n_neurons):
+            raise ValueError("the tokenizer's block_size_prev / n_neurons do not match the model config")
+        order = {s: np.flatnonzero(segments == s)[np.argsort(intervals[segments == s], kind="stable")]
+                 for s in np.unique(segments)}
+        seg_start = {s: curr_start[rows].min() for s, rows in order.items()}
+        gen_t = {s: [] for s in order}  # generated spike times / units per segment so far
+        gen_u = {s: [] for s in order}
+        for k in range(max(len(r) for r in order.values())):
+            rows = [(s, r[k]) for s, r in order.items() if len(r) > k]
+            prev_ids, prev_dts = [], []
+            for s, r in rows:
+                real_t, real_u = tokenizer.decode(batch["id_prev"][r].cpu().numpy(), batch["dt_prev"][r].cpu().numpy(),
+                                                  float(prev_start[r]))
+                before = real_t < seg_start[s] - 1e-9
+                t_all = np.concatenate([real_t[before]] + gen_t[s])
+                u_all = np.concatenate([real_u[before]] + gen_u[s]).astype(np.int64)
+                enc = tokenizer.encode(t_all, u_all, intervals[r : r + 1])
+                prev_ids.append(torch.as_tensor(enc["id_prev"][0, :-1].astype(np.int64)))
+                prev_dts.append(torch.as_tensor(enc["dt_prev"][0, :-1].astype(np.int64)))
+            index = torch.as_tensor([r for _, r in rows], device=dev)
+            sub = _rows(batch, index)
+            sub["id_prev"], sub["dt_prev"] = torch.stack(prev_ids).to(dev), torch.stack(prev_dts).to(dev)
+            id_prev_used[index], dt_prev_used[index] = sub["id_prev"], sub["dt_prev"]
+            i_, d_, n_ = generate_block(model, sub, use_cache=use_cache, generator=generator,
+                                        id_sampling=id_s, dt_sampling=dt_s)
+            ids[index], dts[index], n_tok[index] = i_, d_, n_
+            for j, (s, r) in enumerate(rows):
+                t, u = _spikes(i_[j], d_[j], cfg, float(curr_start[r]))
+                gen_t[s].append(t)
+                gen_u[s].append(u)
+
+    times, units, window = [], [], []
+    for r in range(B):
+        t, u = _spikes(ids[r], dts[r], cfg, float(curr_start[r]))
+        times.append(t)
+        units.append(u)
+        window.append(np.full(len(t), r, dtype=np.int64))
+    window = np.concatenate(window)
+    model.train(was_training)
+    return GenerationResult(
+        id_tokens=ids, dt_tokens=dts, n_tokens=n_tok, id_prev_used=id_prev_used, dt_prev_used=dt_prev_used,
+        spike_times=np.concatenate(times), unit_ids=np.concatenate(units).astype(np.int64), window=window,
+        segment=segments[window], intervals=intervals, segments=segments,
+    )
+
+
+def _spikes(ids: torch.Tensor, dts: torch.Tensor, cfg, start: float) -> tuple[np.ndarray, np.ndarray]:
+    """Neuron events of one generated sequence -> (times = window start + dt offset, unit ids)."""
+    ids, dts = ids.cpu().numpy(), dts.cpu().numpy()
+    ok = (ids < cfg.n_neurons) & (dts < cfg.n_dt)
+    return start + dts[ok].astype(np.float64) * cfg.dt, ids[ok].astype(np.int64)
