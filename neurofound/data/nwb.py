@@ -57,9 +57,20 @@ def _series_by_name(nwbfile: Any) -> dict[str, Any]:
 
 def _to_gray_unit(data: np.ndarray, name: str) -> np.ndarray:
     """(T, H, W[, C]) images -> (T, H, W) float32 in [0, 1]."""
+    if np.issubdtype(data.dtype, np.integer):  # scale by the dtype range before mixing colours
+        data = data.astype(np.float64) / float(np.iinfo(data.dtype).max)
+    elif np.issubdtype(data.dtype, np.bool_):
+        data = data.astype(np.float64)
+    else:
+        data = data.astype(np.float64)
+        if not np.all(np.isfinite(data)):
+            raise ValueError(f"stimulus {name!r} contains NaN/Inf pixels")
+        lo, hi = data.min(), data.max()
+        if lo < 0 or hi > 1:  # arbitrary float units: stretch to [0, 1]
+            data = (data - lo) / (hi - lo if hi > lo else 1.0)
     if data.ndim == 4:
         if data.shape[-1] in (3, 4):
-            data = data[..., :3].astype(np.float64) @ np.array([0.2125, 0.7154, 0.0721])
+            data = data[..., :3] @ np.array([0.2125, 0.7154, 0.0721])
         elif data.shape[-1] == 1:
             data = data[..., 0]
         else:
@@ -69,18 +80,7 @@ def _to_gray_unit(data: np.ndarray, name: str) -> np.ndarray:
             )
     elif data.ndim != 3:
         raise ValueError(f"stimulus {name!r} must be (T, H, W) images, got shape {data.shape}")
-    if np.issubdtype(data.dtype, np.integer):
-        data = data.astype(np.float64) / float(np.iinfo(data.dtype).max)
-    elif np.issubdtype(data.dtype, np.bool_):
-        data = data.astype(np.float64)
-    else:
-        data = data.astype(np.float64)
-        if not np.all(np.isfinite(data)):
-            raise ValueError(f"stimulus {name!r} contains NaN/Inf pixels")
-        lo, hi = data.min(), data.max()
-        if lo < 0 or hi > 1:
-            data = (data - lo) / (hi - lo if hi > lo else 1.0)
-    return data.astype(np.float32)
+    return np.clip(data, 0.0, 1.0).astype(np.float32)
 
 
 def read_nwb(
@@ -116,8 +116,10 @@ def read_nwb(
         units = nwbfile.units
         if units is None or len(units) == 0 or "spike_times" not in units.colnames:
             raise ValueError(f"{path} has no units table with spike_times; cannot read spikes")
-        flat = np.asarray(units["spike_times"].data[:], dtype=np.float64)
-        ends = np.asarray(units["spike_times_index"].data[:], dtype=np.int64)
+        # A ragged column: the index holds each unit's end offset into the flat spike times.
+        index = units["spike_times_index"]
+        flat = np.asarray(index.target.data[:], dtype=np.float64)
+        ends = np.asarray(index.data[:], dtype=np.int64)
         n_neurons = len(ends)
         counts = np.diff(np.concatenate([[0], ends]))
         unit_ids = np.repeat(np.arange(n_neurons), counts)
