@@ -342,3 +342,17 @@ def test_bad_constructor_arguments():
         SpikeTokenizer(n_neurons=3, dt=0.0)
     with pytest.raises(ValueError, match="clip needs 3"):
         SpikeTokenizer(n_neurons=3).frame_slice(0.5, 2)
+
+
+def test_inputs_are_not_modified_and_may_be_read_only():
+    tok = SpikeTokenizer(n_neurons=3)
+    times = np.array([0.001, 0.011, 0.012, 0.03])
+    units = np.array([2, 0, 1, 1], dtype=np.int16)  # already sorted, already the compact dtype
+    times.flags.writeable = False
+    units.flags.writeable = False
+    out = tok.encode(times, units, [0.05])
+    assert out["id"][0, :6].tolist() == [3, 2, 0, 1, 1, 4]
+    np.testing.assert_array_equal(units, [2, 0, 1, 1])
+    shuffled = tok.encode(times[::-1], units[::-1], [0.05])
+    np.testing.assert_array_equal(shuffled["id"], out["id"])
+    np.testing.assert_array_equal(units, [2, 0, 1, 1])
