@@ -286,6 +286,10 @@ def _block_mask(batch, q_len, k_len, causal, key_padding_mask, device):
 
     offset = k_len - q_len
     pad = key_padding_mask
+    last = k_len - 1
+    # Kernels evaluate mask_mod on whole blocks, so kv_idx can run past k_len in the last block
+    # (those positions are dropped by the kernel's own length check); clamping keeps the
+    # lookup into the padding tensor in bounds.
     if pad is None:
 
         def mask_mod(b, h, q_idx, kv_idx):
@@ -296,11 +300,11 @@ def _block_mask(batch, q_len, k_len, causal, key_padding_mask, device):
         if causal:
 
             def mask_mod(b, h, q_idx, kv_idx):
-                return (kv_idx <= q_idx + offset) & pad[b, kv_idx]
+                return (kv_idx <= q_idx + offset) & pad[b, torch.clamp(kv_idx, max=last)]
         else:
 
             def mask_mod(b, h, q_idx, kv_idx):
-                return pad[b, kv_idx]
+                return pad[b, torch.clamp(kv_idx, max=last)]
 
         block_mask = flex.create_block_mask(mask_mod, batch, None, q_len, k_len, device=device)
 
