@@ -16,7 +16,8 @@ implement it; the backends are parity-tested against the plain ``reference`` pat
 
 Semantics shared by all backends (docs/architecture.md):
 
-* ``q`` is ``(batch, heads, q_len, head_dim)``, ``k`` and ``v`` are ``(batch, heads, k_len, head_dim)``.
+* ``q`` is ``(batch, heads, q_len, head_dim)``; ``k`` and ``v`` are
+  ``(batch, heads, k_len, head_dim)``.
 * ``causal`` is aligned bottom-right: query ``i`` may see key ``j`` iff ``j <= i + k_len - q_len``,
   so a KV-cached decode step (``q_len = 1``) sees every cached key.
 * ``key_padding_mask`` is ``(batch, k_len)`` bool, True = real key, False = padding.
