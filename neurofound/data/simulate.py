@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -214,7 +215,10 @@ def _simulate(cfg: dict[str, Any]) -> SpikeRecording:
     v0 = rng.uniform(cfg["v_reset_mv"], cfg["v_thresh_mv"], size=n)
 
     t0 = time.perf_counter()
-    times, units = _run_brian(cfg, weights, delays, drive, stim_mv, v0, seed)
+    with warnings.catch_warnings():
+        # brian2 2.9 calls pyparsing's deprecated camelCase API; nothing for our users to act on.
+        warnings.filterwarnings("ignore", message=".*deprecated - use")
+        times, units = _run_brian(cfg, weights, delays, drive, stim_mv, v0, seed)
     wall = time.perf_counter() - t0
     # brian2 can stamp a spike exactly at the end of the run; keep the recording closed.
     keep = times <= cfg["duration"]
