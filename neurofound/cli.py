@@ -73,8 +73,17 @@ def _job(verb: str):
     return job
 
 
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("nf.is_set"):
+        OmegaConf.register_new_resolver("nf.is_set", lambda value: value is not None)
+
+
 def _run_hydra(verb: str, overrides: list[str]) -> None:
     import hydra
+
+    _register_resolvers()
 
     argv = sys.argv
     sys.argv = [f"neurofound-{verb}", *overrides]

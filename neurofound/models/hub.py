@@ -212,6 +212,7 @@ class NeurofoundHubMixin(PyTorchModelHubMixin):
     """Hub mixin with strict, atomic, offline-friendly save/load (see the module docstring)."""
 
     config_class: type = None  # set by the model class
+    model_type: str = ""  # family name written to config.json (see neurofound.models.registry)
     model_card_title: str = "neurofound model"
     model_card_summary: str = ""
     model_card_citation: str | None = None
@@ -249,7 +250,7 @@ class NeurofoundHubMixin(PyTorchModelHubMixin):
         save_directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{save_directory.name}.staging-", dir=save_directory.parent))
         try:
-            save_config(staging, self.config.to_dict())
+            save_config(staging, {"model_type": self.model_type, **self.config.to_dict()})
             atomic_save_state_dict(self.state_dict(), staging / WEIGHTS_NAME)
             text = render_model_card(
                 title=self.model_card_title,
@@ -314,7 +315,12 @@ class NeurofoundHubMixin(PyTorchModelHubMixin):
             directory = Path(snapshot_download(repo_id=model_id, revision=revision, cache_dir=cache_dir,
                                                force_download=force_download, local_files_only=local_files_only,
                                                token=token))
-        cfg = cls.config_class.from_dict(load_config(directory), strict=True)
+        raw = dict(load_config(directory))
+        found = raw.pop("model_type", cls.model_type)
+        if found != cls.model_type:
+            raise ValueError(f"{directory} holds a {found!r} model, not {cls.model_type!r}; load it with "
+                             f"neurofound.models.registry.load_pretrained({str(directory)!r})")
+        cfg = cls.config_class.from_dict(raw, strict=True)
         model = cls(cfg)
         state = read_safetensors(directory / WEIGHTS_NAME)
         if strict:

@@ -389,6 +389,7 @@ class Neuroformer(
     """
 
     config_class = NeuroformerConfig
+    model_type = "neuroformer"
     model_card_title = "Neuroformer"
     model_card_summary = (
         "Neuroformer (Antoniades et al., ICLR 2024): autoregressive next-spike (neuron ID + time offset) "

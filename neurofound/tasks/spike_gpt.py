@@ -12,6 +12,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from neurofound.models.registry import checkpoint_metadata
 from neurofound.tasks.optim import build_optimizer
 
 # Losses whose reduction is a mean over non-PAD next-token targets (see `_ddp_token_scale`).
@@ -26,13 +27,16 @@ class SpikeGPTTask(L.LightningModule):
             equal to the sum of the other entries.
         lr, weight_decay, betas: AdamW settings (decay on matmul weights only).
         warmup_steps, max_steps: linear warm-up then cosine decay to 10 %.
-        train_only: optional parameter-name prefixes to train (everything else frozen).
+        objective: "total" (the model's weighted sum of every loss) or "behavior" (behaviour terms
+            only, for fine-tuning behaviour heads on a frozen trunk).
     """
 
     def __init__(self, model: torch.nn.Module, lr: float = 3e-4, weight_decay: float = 0.1,
                  betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 100,
-                 max_steps: int = 1000):
+                 max_steps: int = 1000, objective: str = "total"):
         super().__init__()
+        if objective not in ("total", "behavior"):
+            raise ValueError(f"objective must be 'total' or 'behavior', got {objective!r}")
         self.model = model
         self.save_hyperparameters(ignore=["model"])
 
@@ -60,6 +64,11 @@ class SpikeGPTTask(L.LightningModule):
         return cfg.id_pad if name == "id" else cfg.dt_pad
 
     def _objective(self, batch, out) -> torch.Tensor:
+        if self.hparams.objective == "behavior":
+            terms = [out.loss[v] for v in self.model.config.behavior_targets if v in out.loss]
+            if not terms:
+                raise ValueError("objective='behavior' needs behaviour targets in the batch")
+            return sum(terms)
         total = out.loss["total"]
         for name in _TOKEN_LOSSES:
             if name in out.loss:
@@ -114,4 +123,4 @@ class SpikeGPTTask(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Plain JSON-able data only, so `neurofound export` can read the checkpoint with
         # torch.load(weights_only=True) and rebuild the model without unpickling objects.
-        checkpoint["neurofound"] = self.model.checkpoint_metadata()
+        checkpoint["neurofound"] = checkpoint_metadata(self.model)

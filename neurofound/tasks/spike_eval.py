@@ -1,0 +1,281 @@
+"""Evaluation of a spike GPT on held-out windows: teacher-forced metrics, generation, behaviour,
+connectivity from attention, and the report figures.
+
+Everything here hands arrays to `neurofound.eval`; nothing parses configs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from neurofound.eval import connectivity as conn
+from neurofound.eval import metrics as M
+from neurofound.eval import plots
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SpikeEvalResult:
+    metrics: dict[str, float] = field(default_factory=dict)
+    figures: dict[str, Path] = field(default_factory=dict)
+    generated: dict[str, Any] = field(default_factory=dict)
+
+
+def _to(batch: dict, device) -> dict:
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            out[k] = v.to(device)
+        elif isinstance(v, dict):
+            out[k] = {kk: vv.to(device) for kk, vv in v.items()}
+        else:
+            out[k] = v
+    return out
+
+
+def _special_to_minus1(ids: torch.Tensor, n_neurons: int) -> np.ndarray:
+    ids = ids.detach().cpu().numpy().astype(np.int64)
+    ids[ids >= n_neurons] = -1
+    return ids
+
+
+@torch.no_grad()
+def teacher_forced(model, loader, *, split: str = "test", attention: conn.AttentionConnectivity | None = None,
+                   max_batches: int | None = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Token losses/accuracies (unweighted CE, PAD ignored) and behaviour predictions over `loader`.
+
+    When `attention` is given, the softmax weights of the state-encoder and decoder self-attention
+    (query = the neuron being predicted, keys = earlier tokens of the window) and of the history
+    cross-attention (keys = past-window tokens) are accumulated into it.
+    """
+    cfg = model.config
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    sums = {"id_loss": 0.0, "dt_loss": 0.0, "id_correct": 0.0, "dt_correct": 0.0, "n": 0.0}
+    beh_true: dict[str, list] = {v: [] for v in cfg.behavior_targets}
+    beh_pred: dict[str, list] = {v: [] for v in cfg.behavior_targets}
+    for i, batch in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        batch = _to(batch, dev)
+        out = model(batch, need_weights=attention is not None)
+        for name, logits, target, pad in (("id", out.id_logits, batch["target_id"], cfg.id_pad),
+                                          ("dt", out.dt_logits, batch["target_dt"], cfg.dt_pad)):
+            valid = target != pad
+            n = valid.sum().item()
+            sums[f"{name}_loss"] += F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(),
+                                                    ignore_index=pad, reduction="sum").item()
+            sums[f"{name}_correct"] += ((logits.argmax(-1) == target) & valid).sum().item()
+            if name == "id":
+                sums["n"] += n
+        for v in cfg.behavior_targets:
+            if v in (batch.get("behavior_target") or {}):
+                beh_true[v].append(batch["behavior_target"][v].reshape(-1).cpu().numpy())
+                pred = out.behavior[v]
+                if cfg.behavior_targets[v].get("objective", "regression") != "regression":
+                    pred = pred.argmax(-1).float()
+                beh_pred[v].append(pred.reshape(-1).cpu().numpy())
+        if attention is not None:
+            q = _special_to_minus1(batch["target_id"], cfg.n_neurons)
+            k_curr = _special_to_minus1(batch["id"], cfg.n_neurons)
+            k_past = _special_to_minus1(batch["id_prev"], cfg.n_neurons)
+            for kind, keys, causal in (("state", k_curr, True), ("decoder", k_curr, True),
+                                       ("history", k_past, False)):
+                for layer, w in enumerate(out.attentions.get(kind, [])):
+                    attention.update(f"{kind}/{layer}", w.float().cpu().numpy(), q, keys, causal=causal)
+    model.train(was_training)
+    n = max(sums["n"], 1.0)
+    metrics = {f"{split}/id_loss": sums["id_loss"] / n, f"{split}/dt_loss": sums["dt_loss"] / n,
+               f"{split}/id_acc": sums["id_correct"] / n, f"{split}/dt_acc": sums["dt_correct"] / n}
+    behavior = {}
+    for v in cfg.behavior_targets:
+        if beh_true[v]:
+            y, p = np.concatenate(beh_true[v]), np.concatenate(beh_pred[v])
+            s = M.behavior_scores(y, p)
+            metrics[f"{split}/behavior_r"] = s["r"] if len(cfg.behavior_targets) == 1 else metrics.get(
+                f"{split}/behavior_r", s["r"])
+            metrics[f"{split}/behavior_{v}_r"] = s["r"]
+            metrics[f"{split}/behavior_{v}_r2"] = s["r2"]
+            if len(cfg.behavior_targets) == 1:
+                metrics[f"{split}/behavior_r2"] = s["r2"]
+            behavior[v] = np.stack([y, p])
+    return metrics, behavior
+
+
+def _stretches(intervals: np.ndarray, window: float, n_stretches: int, max_windows: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of `intervals` to generate (sorted) and a stretch id per row.
+
+    Runs of consecutive windows are cut into `n_stretches` contiguous stretches of (almost) equal
+    length; each stretch is an independent own-past rollout whose first window's past is real.
+    """
+    order = np.argsort(intervals, kind="stable")
+    if max_windows is not None and order.size > max_windows:
+        # keep whole stretches: evenly spaced starts, each a contiguous run
+        per = max(1, max_windows // n_stretches)
+        starts = np.linspace(0, order.size - per, n_stretches).astype(int)
+        order = np.concatenate([order[s:s + per] for s in starts])
+        seg = np.repeat(np.arange(n_stretches), per)
+        return order, seg
+    seg = np.minimum((np.arange(order.size) * n_stretches) // max(order.size, 1), n_stretches - 1)
+    # a gap in time (split boundary) also starts a new stretch
+    t = intervals[order]
+    gaps = np.concatenate([[0], np.cumsum(np.diff(t) > window * 1.5)])
+    _, seg = np.unique(np.stack([seg, gaps]), axis=1, return_inverse=True)
+    return order, seg.reshape(-1)
+
+
+@torch.no_grad()
+def generate_split(model, dm, *, split: str = "test", mode: str = "own_past", n_stretches: int = 16,
+                   max_windows: int | None = 1200, batch_size: int = 128, seed: int = 0,
+                   top_k: int = 0, top_p: float = 0.95, temperature: float = 1.0):
+    """Generate every (selected) window of `split`; returns (GenerationResult, rows of the split table)."""
+    ds = dm.datasets[split]
+    intervals = dm.intervals[split]
+    rows, seg = _stretches(intervals, dm.window, n_stretches, max_windows)
+    dev = next(model.parameters()).device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    kw = dict(top_k=top_k, top_p=top_p, temperature=temperature, top_k_dt=top_k, top_p_dt=top_p,
+              temperature_dt=temperature)
+    if mode == "own_past":
+        batch = _to(ds.__getitems__(rows.tolist()), dev)
+        batch["segment"] = torch.as_tensor(seg, device=dev)
+        result = model.generate(batch, mode="own_past", tokenizer=dm.tokenizer, generator=gen, **kw)
+        return result, rows
+    results = []
+    for start in range(0, rows.size, batch_size):
+        idx = rows[start:start + batch_size]
+        batch = _to(ds.__getitems__(idx.tolist()), dev)
+        results.append((model.generate(batch, mode="true_past", generator=gen, **kw), start))
+    # merge the per-batch results into one (window indices offset by the batch start)
+    first = results[0][0]
+    merged = {k: np.concatenate([getattr(r, k) + (off if k == "window" else 0) for r, off in results])
+              for k in ("spike_times", "unit_ids", "window", "segment", "intervals", "segments")}
+    first.spike_times, first.unit_ids, first.window = merged["spike_times"], merged["unit_ids"], merged["window"]
+    first.segment, first.intervals, first.segments = merged["segment"], merged["intervals"], merged["segments"]
+    return first, rows
+
+
+def generation_metrics(result, rows: np.ndarray, dm, *, split: str, suffix: str = "",
+                       psth_bin: float = 0.5) -> dict[str, float]:
+    """Set-F1 (reference and corrected), timing F1, empty-window fraction and PSTH r of generated spikes."""
+    truth = dm.held_out_spikes(split)
+    n_windows = rows.size
+    pos = np.full(len(truth["sets"]), -1)
+    pos[rows] = np.arange(n_windows)
+    true_sets = [truth["sets"][r] for r in rows]
+    pred_sets = [np.array(sorted(s)) for s in result.window_sets()]
+    out = {}
+    ref = M.set_f1_ref(true_sets, pred_sets)
+    fixed = M.set_f1(true_sets, pred_sets)
+    keep = pos[truth["window"]] >= 0
+    tim = M.timing_f1(truth["times"][keep], truth["unit_ids"][keep], pos[truth["window"][keep]],
+                      result.spike_times, result.unit_ids, result.window, n_windows=n_windows)
+    n_gen = np.bincount(result.window, minlength=n_windows)
+    n_true = np.array([len(s) for s in true_sets])
+    out.update({f"{split}/set_f1{suffix}": fixed["f1"], f"{split}/set_f1_ref{suffix}": ref["f1"],
+                f"{split}/set_precision{suffix}": fixed["precision"], f"{split}/set_recall{suffix}": fixed["recall"],
+                f"{split}/timing_f1{suffix}": tim["f1"],
+                f"{split}/empty_window_frac{suffix}": M.empty_window_frac(n_gen),
+                f"{split}/true_empty_window_frac{suffix}": M.empty_window_frac(n_true)})
+    true_counts, _ = dm.held_out_counts(split, psth_bin)
+    gen_counts, _ = dm.held_out_counts(split, psth_bin, spike_times=result.spike_times, unit_ids=result.unit_ids)
+    # only bins inside generated windows count: restrict to bins where generation ran
+    gen_windows_counts, _ = dm.held_out_counts(split, psth_bin, spike_times=result.intervals - dm.window / 2,
+                                               unit_ids=np.zeros(result.intervals.size, np.int64))
+    covered = gen_windows_counts.sum(0) >= max(1, int(round(psth_bin / dm.window)) // 2)
+    if covered.sum() >= 3:
+        ps = M.psth_corr(true_counts[:, covered], gen_counts[:, covered])
+        name = "psth_corr_truepast" if suffix == "_truepast" else f"psth_corr{suffix}"
+        out[f"{split}/{name}"] = ps["r"]
+        out[f"{split}/psth_n_excluded{suffix}"] = ps["n_excluded"]
+    return out
+
+
+def connectivity_scores(dm, matrix: np.ndarray, *, split: str, untrained: np.ndarray | None = None,
+                        baseline_split: str = "train") -> dict[str, float]:
+    """Score attention-derived connectivity and the raster baselines against the true weights."""
+    rec = dm.recording
+    if rec.true_weights is None:
+        return {}
+    hubs = None if rec.hubs is None else list(np.asarray(rec.hubs))
+    raster, _ = dm.held_out_counts(baseline_split, float(dm.tokenizer.dt))
+    m = conn.connectivity_metrics(rec.true_weights, attention=matrix, raster=raster, hub_ids=hubs)
+    out = {f"{split}/connectivity_auroc": m["connectivity_auroc"], f"{split}/connectivity_auprc": m["connectivity_auprc"],
+           f"{split}/connectivity_edge_density": m["connectivity_edge_density"]}
+    if "connectivity_auroc_nonhub" in m:
+        out[f"{split}/connectivity_auroc_nonhub"] = m["connectivity_auroc_nonhub"]
+    for ours, theirs in (("corr", "corr"), ("lagcorr", "lagged_corr"), ("pcorr", "partial_corr")):
+        out[f"{split}/connectivity_auroc_{ours}_baseline"] = m[f"baseline_{theirs}_auroc"]
+        out[f"{split}/connectivity_auprc_{ours}_baseline"] = m[f"baseline_{theirs}_auprc"]
+    if untrained is not None:
+        out[f"{split}/connectivity_auroc_untrained"] = conn.score(untrained, rec.true_weights)["auroc"]
+    return out
+
+
+def evaluate_spike_model(model, dm, *, split: str = "test", report_dir: str | Path | None = None,
+                         untrained_model=None, generate: bool = True, true_past: bool = True,
+                         connectivity: bool = True, max_windows: int | None = 1200, n_stretches: int = 16,
+                         max_batches: int | None = None, psth_bin: float = 0.5, seed: int = 0,
+                         top_k: int = 0, top_p: float = 0.95, temperature: float = 1.0) -> SpikeEvalResult:
+    """The full evaluation of a spike GPT on `split` (metrics named `split/name`) and its figures."""
+    dm.setup()
+    res = SpikeEvalResult()
+    t0 = time.perf_counter()
+    want_conn = connectivity and dm.recording.true_weights is not None
+    acc = conn.AttentionConnectivity(model.config.n_neurons) if want_conn else None
+    loader = dm.dataloader(split)
+    tf, behavior = teacher_forced(model, loader, split=split, attention=acc, max_batches=max_batches)
+    res.metrics.update(tf)
+    log.info("teacher-forced %s metrics in %.1fs", split, time.perf_counter() - t0)
+
+    if want_conn:
+        untrained = None
+        if untrained_model is not None:
+            acc_u = conn.AttentionConnectivity(model.config.n_neurons)
+            teacher_forced(untrained_model, dm.dataloader(split), split=split, attention=acc_u, max_batches=max_batches)
+            untrained = acc_u.matrix()
+        matrix = acc.matrix()
+        res.metrics.update(connectivity_scores(dm, matrix, split=split, untrained=untrained))
+        res.generated["connectivity"] = matrix
+        if report_dir is not None:
+            rec = dm.recording
+            res.figures["connectivity"] = plots.plot_connectivity(
+                matrix, rec.true_weights, Path(report_dir) / "connectivity.png",
+                hub_ids=None if rec.hubs is None else list(rec.hubs),
+                auroc=res.metrics.get(f"{split}/connectivity_auroc"))
+
+    if generate:
+        t1 = time.perf_counter()
+        kw = dict(split=split, n_stretches=n_stretches, max_windows=max_windows, seed=seed, top_k=top_k,
+                  top_p=top_p, temperature=temperature)
+        own, rows = generate_split(model, dm, mode="own_past", **kw)
+        res.metrics.update(generation_metrics(own, rows, dm, split=split, psth_bin=psth_bin))
+        res.generated["own_past"] = own
+        if true_past:
+            tp, rows_tp = generate_split(model, dm, mode="true_past", **kw)
+            res.metrics.update(generation_metrics(tp, rows_tp, dm, split=split, suffix="_truepast", psth_bin=psth_bin))
+        log.info("generation metrics in %.1fs", time.perf_counter() - t1)
+        if report_dir is not None:
+            truth = dm.held_out_spikes(split)
+            t_lo = float(np.sort(own.intervals)[0] - dm.window)
+            t_rng = (t_lo, t_lo + 5.0)
+            res.figures["raster"] = plots.plot_raster(truth["times"], truth["unit_ids"], own.spike_times,
+                                                      own.unit_ids, Path(report_dir) / "raster.png", t_range=t_rng)
+
+    if behavior and report_dir is not None:
+        var, yp = next(iter(behavior.items()))
+        y = dm.denormalize_behavior(var, yp[0]) if var in dm.behavior_stats else yp[0]
+        p = dm.denormalize_behavior(var, yp[1]) if var in dm.behavior_stats else yp[1]
+        res.figures["behavior"] = plots.plot_behavior(y, p, Path(report_dir) / "behavior.png", name=var)
+    res.generated["behavior"] = behavior
+    return res
