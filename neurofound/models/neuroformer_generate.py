@@ -1,7 +1,9 @@
 """Autoregressive spike generation for Neuroformer (`Neuroformer.generate`).
 
 Each window starts from [SOS] (dt 0) and grows one (ID, dt) token pair per step until a row samples an ID >= EOS
-or reaches the block end; finished rows are dropped from the batch (their sequences are frozen).
+or reaches the block end (or `max_new_tokens`); finished rows are dropped from the batch (their sequences are
+frozen). `min_new_tokens` forbids EOS (and every other stop token) until a row has that many tokens, so that
+benchmarks and cache-on/off comparisons generate the same, fixed number of tokens with an untrained model.
 
 * `use_cache=True`: KV-cached decoding. Self-attention layers (state encoder, decoder) append one key/value per
   step; the cross-attention keys/values of the past window, frames and behaviour are computed once per window.
@@ -144,8 +146,13 @@ class _CachedDecoder:
 
 
 @torch.no_grad()
-def generate_block(model, ctx_batch: dict, *, use_cache: bool, generator, id_sampling: dict, dt_sampling: dict):
-    """Generate one window per row of `ctx_batch`. Returns id/dt tokens (B, S) and n_tokens (B,)."""
+def generate_block(model, ctx_batch: dict, *, use_cache: bool, generator, id_sampling: dict, dt_sampling: dict,
+                   min_new_tokens: int = 0, max_new_tokens: int | None = None):
+    """Generate one window per row of `ctx_batch`. Returns id/dt tokens (B, S) and n_tokens (B,).
+
+    min_new_tokens: stop tokens (ID >= EOS) are masked out while fewer tokens than this were generated.
+    max_new_tokens: at most this many tokens after SOS (None = up to the block end, S - 1).
+    """
     cfg = model.config
     B = ctx_batch["id_prev"].shape[0]
     S = cfg.block_size
@@ -156,7 +163,8 @@ def generate_block(model, ctx_batch: dict, *, use_cache: bool, generator, id_sam
     n_tokens = torch.zeros(B, dtype=torch.long, device=dev)
     active = torch.arange(B, device=dev)
     dec = _CachedDecoder(model, ctx_batch) if use_cache else None
-    for pos in range(S - 1):
+    n_steps = S - 1 if max_new_tokens is None else min(S - 1, max_new_tokens)
+    for pos in range(n_steps):
         if use_cache:
             logit_id, logit_dt = dec.step(ids[active, pos : pos + 1], dts[active, pos : pos + 1], pos)
         else:
@@ -173,6 +181,10 @@ def generate_block(model, ctx_batch: dict, *, use_cache: bool, generator, id_sam
             logit_id[:, [cfg.id_sos, cfg.id_pad]] = float("-inf")
             logit_dt = logit_dt.clone()
             logit_dt[:, [cfg.n_dt, cfg.dt_pad]] = float("-inf")
+        if pos < min_new_tokens:
+            # every row has generated exactly `pos` tokens so far: no stop token yet (EOS; SOS/PAD in compat mode)
+            logit_id = logit_id.clone()
+            logit_id[:, cfg.id_eos :] = float("-inf")
         new_id = sample(logit_id, generator, **id_sampling)
         new_dt = sample(logit_dt, generator, **dt_sampling)
         ids[active, pos + 1], dts[active, pos + 1] = new_id, new_dt
@@ -198,7 +210,8 @@ def _window_starts(tokenizer, cfg, intervals: np.ndarray) -> tuple[np.ndarray, n
 @torch.no_grad()
 def generate(model, batch: dict, *, mode: str = "true_past", tokenizer=None, use_cache: bool = True,
              generator: torch.Generator | None = None, top_k: int = 0, top_p: float = 1.0, temperature: float = 1.0,
-             top_k_dt: int = 0, top_p_dt: float = 1.0, temperature_dt: float = 1.0) -> GenerationResult:
+             top_k_dt: int = 0, top_p_dt: float = 1.0, temperature_dt: float = 1.0, min_new_tokens: int = 0,
+             max_new_tokens: int | None = None) -> GenerationResult:
     """Generate the current window of every row of `batch` (keys of docs/architecture.md "Batches").
 
     Args:
@@ -209,10 +222,17 @@ def generate(model, batch: dict, *, mode: str = "true_past", tokenizer=None, use
         use_cache: KV-cached decoding (True) or a full forward per token (False).
         generator: torch.Generator for reproducible sampling.
         top_k, top_p, temperature: ID sampling; top_k_dt, top_p_dt, temperature_dt: dt sampling.
+        min_new_tokens: no window stops (samples EOS) before it has this many tokens after SOS; >= block_size - 1
+            generates full blocks. For benchmarks and fair cache-on/off comparisons (same token counts).
+        max_new_tokens: stop every window after this many tokens (None = at the block end, block_size - 1).
     """
     if mode not in ("true_past", "own_past"):
         raise ValueError(f"mode must be 'true_past' or 'own_past', got {mode!r}")
     cfg = model.config
+    if not isinstance(min_new_tokens, int) or min_new_tokens < 0:
+        raise ValueError(f"min_new_tokens must be an int >= 0, got {min_new_tokens!r}")
+    if max_new_tokens is not None and (not isinstance(max_new_tokens, int) or max_new_tokens < 1):
+        raise ValueError(f"max_new_tokens must be None or an int >= 1, got {max_new_tokens!r}")
     was_training = model.training
     model.eval()
     tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
@@ -222,6 +242,7 @@ def generate(model, batch: dict, *, mode: str = "true_past", tokenizer=None, use
     segments = np.asarray(batch["segment"].cpu() if "segment" in batch else np.zeros(B), dtype=np.int64)
     id_s = dict(top_k=top_k, top_p=top_p, temperature=temperature)
     dt_s = dict(top_k=top_k_dt, top_p=top_p_dt, temperature=temperature_dt)
+    lengths = dict(min_new_tokens=min_new_tokens, max_new_tokens=max_new_tokens)
     ids = torch.full((B, cfg.block_size), cfg.id_pad, dtype=torch.long, device=dev)
     dts = torch.full_like(ids, cfg.dt_pad)
     n_tok = torch.zeros(B, dtype=torch.long, device=dev)
@@ -230,7 +251,7 @@ def generate(model, batch: dict, *, mode: str = "true_past", tokenizer=None, use
 
     if mode == "true_past" or cfg.reference_compat:
         ids, dts, n_tok = generate_block(model, batch, use_cache=use_cache, generator=generator,
-                                         id_sampling=id_s, dt_sampling=dt_s)
+                                         id_sampling=id_s, dt_sampling=dt_s, **lengths)
     else:
         if tokenizer is None:
             raise ValueError("own_past generation rebuilds past tokens with a SpikeTokenizer: pass tokenizer= or "
@@ -261,7 +282,7 @@ def generate(model, batch: dict, *, mode: str = "true_past", tokenizer=None, use
             sub["id_prev"], sub["dt_prev"] = torch.stack(prev_ids).to(dev), torch.stack(prev_dts).to(dev)
             id_prev_used[index], dt_prev_used[index] = sub["id_prev"], sub["dt_prev"]
             i_, d_, n_ = generate_block(model, sub, use_cache=use_cache, generator=generator,
-                                        id_sampling=id_s, dt_sampling=dt_s)
+                                        id_sampling=id_s, dt_sampling=dt_s, **lengths)
             ids[index], dts[index], n_tok[index] = i_, d_, n_
             for j, (s, r) in enumerate(rows):
                 t, u = _spikes(i_[j], d_[j], cfg, float(curr_start[r]))
