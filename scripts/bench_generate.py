@@ -20,7 +20,7 @@ after a random handful of tokens. Figures:
 Inputs are synthetic: a Poisson recording of ``--n-neurons`` neurons at ``--rate`` Hz tokenized with the
 SpikeTokenizer (at the defaults, 2,023 neurons at 8 Hz fill the 700-token past block, as in the lateral
 dataset) and random frames of the model's frame shape. Timing uses ``time.perf_counter`` after one warm-up
-call per path; the cached paths report the best of ``--repeats`` runs (the machine may be shared, so the
+call per path; the paths run in interleaved rounds and each reports its best round (the machine may be shared, so the
 one-minute load average is reported too: with more runnable processes than cores, every OpenMP barrier can
 wait for a descheduled thread and small-op decoding slows down by orders of magnitude; compare
 ``--threads 1`` then).
@@ -57,11 +57,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=None, help="segments decoded together (default 32; 4 with --small)")
     p.add_argument("--windows", type=int, default=2, help="consecutive windows per segment on the cached paths")
     p.add_argument("--recompute-tokens", type=int, default=None,
-                   help="tokens timed on the batch-1 recompute path (the first tokens of one window; default 32, "
+                   help="tokens timed on the batch-1 recompute path (the first tokens of one window; default 16, "
                         "at most block_size - 1; shorter prefixes are cheaper, so this favours the recompute path)")
     p.add_argument("--tokens", type=int, default=None,
                    help="tokens generated per window on the cached paths (default block_size - 1, full blocks)")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs of the batch-1 cached path (best is kept)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="timed runs of each batch-1 path, interleaved with the others (best is kept)")
     p.add_argument("--batched-repeats", type=int, default=1, help="timed runs of the batched path (best is kept)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all available)")
     p.add_argument("--seed", type=int, default=0)
@@ -143,7 +144,7 @@ def run(args) -> dict:
     cfg = model.config
     full = cfg.block_size - 1
     n_cached = min(args.tokens or full, full)
-    n_recompute = min(args.recompute_tokens or 32, full)
+    n_recompute = min(args.recompute_tokens or 16, full)
     rng = np.random.default_rng(args.seed)
     b1 = make_batch(cfg, tok, 1, args.windows, args.rate, rng)
     b1_recompute = make_batch(cfg, tok, 1, 1, args.rate, rng)
@@ -155,16 +156,22 @@ def run(args) -> dict:
     timed_generate(model, tok, b1, use_cache=True, n_tokens=2, seed=args.seed)
     timed_generate(model, tok, bB, use_cache=True, n_tokens=2, seed=args.seed)
 
-    def best(batch, use_cache, n_tokens, repeats):
-        runs = [timed_generate(model, tok, batch, use_cache=use_cache, n_tokens=n_tokens, seed=args.seed + r)
-                for r in range(repeats)]
-        n = runs[0][0]
-        secs = [s for _, s in runs]
-        return n, min(secs), secs
-
-    n_rc, s_rc, _ = best(b1_recompute, False, n_recompute, 1)
-    n_c1, s_c1, all_c1 = best(b1, True, n_cached, args.repeats)
-    n_cb, s_cb, all_cb = best(bB, True, n_cached, args.batched_repeats)
+    # Interleaved rounds (recompute, cached b1, batched), best time per path: a burst of load from other
+    # processes then hits one round of every path rather than all of one path.
+    times = {"recompute_b1": [], "cached_b1": [], "cached_batched": []}
+    n = {}
+    for r in range(max(args.repeats, args.batched_repeats)):
+        plan = [("recompute_b1", b1_recompute, False, n_recompute), ("cached_b1", b1, True, n_cached)]
+        if r < args.batched_repeats:
+            plan.append(("cached_batched", bB, True, n_cached))
+        for name, batch, use_cache, n_tok in plan:
+            if name != "cached_batched" and r >= args.repeats:
+                continue
+            n[name], sec = timed_generate(model, tok, batch, use_cache=use_cache, n_tokens=n_tok, seed=args.seed + r)
+            times[name].append(sec)
+    n_rc, s_rc = n["recompute_b1"], min(times["recompute_b1"])
+    n_c1, s_c1, all_c1 = n["cached_b1"], min(times["cached_b1"]), times["cached_b1"]
+    n_cb, s_cb, all_cb = n["cached_batched"], min(times["cached_batched"]), times["cached_batched"]
     tps = {"recompute_b1": n_rc / s_rc, "cached_b1": n_c1 / s_c1, "cached_batched": n_cb / s_cb}
     return {
         "bench": "generate",
@@ -175,7 +182,8 @@ def run(args) -> dict:
         "tokens_per_s": tps,
         "tokens": {"recompute_b1": n_rc, "cached_b1": n_c1, "cached_batched": n_cb},
         "seconds": {"recompute_b1": s_rc, "cached_b1": s_c1, "cached_batched": s_cb,
-                    "cached_b1_all": all_c1, "cached_batched_all": all_cb},
+                    "recompute_b1_all": times["recompute_b1"], "cached_b1_all": all_c1,
+                    "cached_batched_all": all_cb},
         "batch_sizes": {"recompute_b1": 1, "cached_b1": 1, "cached_batched": args.batch},
         "windows_per_segment": {"recompute_b1": 1, "cached_b1": args.windows, "cached_batched": args.windows},
         "tokens_per_window": {"recompute_b1": n_recompute, "cached": n_cached},
