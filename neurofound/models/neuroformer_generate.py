@@ -145,6 +145,21 @@ class _CachedDecoder:
                 self.ctx[k] = self.ctx[k][keep]
 
 
+def _trim_past(ctx_batch: dict, id_pad: int) -> dict:
+    """Drop the trailing past columns that are PAD in every row (they are masked keys, so results are unchanged).
+
+    Own-past windows hold about one window of generated spikes (<= block_size tokens) in a block_size_prev
+    block; cross-attending to the PAD tail would make every decode step read ~7x more cached keys/values
+    (memory-bound on CPU) and every context encoding project them. Not used with reference_compat, where PAD
+    keys are attended (fixture Q6).
+    """
+    real = (ctx_batch["id_prev"] != id_pad).any(0)
+    length = int(real.nonzero().max()) + 1 if bool(real.any()) else 1
+    if length == ctx_batch["id_prev"].shape[1]:
+        return ctx_batch
+    return {**ctx_batch, "id_prev": ctx_batch["id_prev"][:, :length], "dt_prev": ctx_batch["dt_prev"][:, :length]}
+
+
 @torch.no_grad()
 def generate_block(model, ctx_batch: dict, *, use_cache: bool, generator, id_sampling: dict, dt_sampling: dict,
                    min_new_tokens: int = 0, max_new_tokens: int | None = None):
@@ -154,6 +169,8 @@ def generate_block(model, ctx_batch: dict, *, use_cache: bool, generator, id_sam
     max_new_tokens: at most this many tokens after SOS (None = up to the block end, S - 1).
     """
     cfg = model.config
+    if not cfg.reference_compat:
+        ctx_batch = _trim_past(ctx_batch, cfg.id_pad)
     B = ctx_batch["id_prev"].shape[0]
     S = cfg.block_size
     dev = ctx_batch["id_prev"].device
