@@ -39,15 +39,14 @@ def _model(tok) -> Neuroformer:
 class FixedBatches(SpikeGPTTask):
     """Each rank reads its own contiguous part of a fixed global batch per step (no sampler shuffling)."""
 
-    def __init__(self, model, dataset, per_rank, world):
+    def __init__(self, model, dataset, global_batch, world):
         super().__init__(model, lr=1e-2, weight_decay=0.0, warmup_steps=0, max_steps=STEPS)
-        self.dataset, self.per_rank, self.world = dataset, per_rank, world
+        self.dataset, self.global_batch, self.world = dataset, global_batch, world
 
     def train_dataloader(self):
-        rank = self.global_rank if self.world > 1 else 0
-        g = self.per_rank * self.world
-        local = self.per_rank if self.world > 1 else g
-        batches = [list(range(s * g + rank * local, s * g + rank * local + local)) for s in range(STEPS)]
+        g, rank = self.global_batch, self.global_rank
+        local = g // self.world
+        batches = [list(range(s * g + rank * local, s * g + (rank + 1) * local)) for s in range(STEPS)]
         return DataLoader(self.dataset, batch_sampler=batches, collate_fn=collate)
 
 
@@ -61,10 +60,9 @@ def _fit(task, devices):
 
 def test_ddp_two_cpu_processes_match_single_process():
     ds, tok = _dataset()
-    single = FixedBatches(_model(tok), ds, PER_RANK, 1)
-    single.hparams  # noqa: B018
+    single = FixedBatches(_model(tok), ds, PER_RANK * WORLD, 1)
     _fit(single, 1)
-    ddp = FixedBatches(_model(tok), ds, PER_RANK, WORLD)
+    ddp = FixedBatches(_model(tok), ds, PER_RANK * WORLD, WORLD)
     _fit(ddp, WORLD)
 
     # the global batches hold different numbers of real tokens per rank, so this only holds with
