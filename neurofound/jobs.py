@@ -33,12 +33,12 @@ def _prepare(cfg: DictConfig) -> None:
         torch.set_num_threads(int(cfg.threads))
 
 
-def build_datamodule(cfg: DictConfig, tokenizer=None):
+def build_datamodule(cfg: DictConfig, tokenizer=None, **overrides):
     """Recording -> tokenizer (from the config, or the pretrained model's own) -> datamodule."""
     recording = instantiate(cfg.data.recording)
     if tokenizer is None:
         tokenizer = instantiate(cfg.tokenizer)(n_neurons=recording.n_neurons)
-    dm = instantiate(cfg.data.datamodule)(recording=recording, tokenizer=tokenizer)
+    dm = instantiate(cfg.data.datamodule)(recording=recording, tokenizer=tokenizer, **overrides)
     dm.setup()
     log.info("data: %r; windows train/val/test = %s", recording,
              {k: len(v) for k, v in dm.intervals.items()})
@@ -81,8 +81,11 @@ def check_contract(model, dm, *, ignore_behavior: bool = False) -> None:
 
 def build_trainer(cfg: DictConfig, run_dir: Path, *, checkpoints: bool = True, **overrides) -> L.Trainer:
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    skip = set() if checkpoints else {"checkpoint"}
+    if not cfg.trainer.get("enable_progress_bar", True):
+        skip.add("progress")  # Lightning refuses a progress-bar callback when the bar is off
     callbacks = [instantiate(c) for name, c in (cfg.get("callbacks") or {}).items()
-                 if c is not None and (checkpoints or name != "checkpoint")]
+                 if c is not None and name not in skip]
     kwargs = dict(logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
                   default_root_dir=str(run_dir))
     if not checkpoints:

@@ -19,7 +19,7 @@ from neurofound.cli import CONFIG_DIR, _register_resolvers
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 GROUPS = {g: sorted(p.stem for p in (CONFIG_DIR / g).glob("*.yaml"))
-          for g in ("model", "data", "task", "trainer", "logger", "callbacks", "tokenizer", "eval")}
+          for g in ("model", "data", "task", "trainer", "logger", "callbacks", "tokenizer", "eval", "finetune")}
 
 
 def _compose(config_name="train", overrides=(), output_dir="."):

@@ -14,6 +14,7 @@ source]``. Direction matters: nothing here symmetrises.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -22,6 +23,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 __all__ = [
     "AttentionConnectivity",
     "attention_matrix",
+    "normalize_attention",
+    "NORMALIZATIONS",
     "score",
     "zero_lag_corr",
     "lagged_corr",
@@ -106,15 +109,89 @@ class AttentionConnectivity:
         layer = self.layers[0] if layer is None else layer
         return self._counts[layer].reshape(self.n_neurons, self.n_neurons).copy()
 
-    def matrix(self) -> np.ndarray:
-        """Attention per co-occurrence, averaged over layers: ``(N_target, N_source)``."""
+    def matrix(self, layers: Sequence[Hashable] | None = None, *, normalize: str = "none") -> np.ndarray:
+        """Attention per co-occurrence, (normalised and) averaged over layers: ``(N_target, N_source)``.
+
+        Args:
+            layers: the layers to average (default: all). Names not seen raise a ``KeyError``.
+            normalize: per-layer normalisation applied BEFORE the layer mean, see
+                ``normalize_attention``: ``"none"`` (attention per co-occurrence), ``"centred"``
+                or ``"log_centred_abs"``.
+        """
         if not self._sums:
             raise RuntimeError("no attention accumulated yet: call update() first")
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+        names = self.layers if layers is None else list(layers)
+        missing = [name for name in names if name not in self._sums]
+        if missing or not names:
+            raise KeyError(f"layers {missing or names} not accumulated; available: {self.layers}")
+        n = self.n_neurons
         per_layer = []
-        for layer in self._sums:
+        for layer in names:
             s, c = self._sums[layer], self._counts[layer]
-            per_layer.append(np.divide(s, c, out=np.zeros_like(s), where=c > 0))
-        return np.mean(per_layer, axis=0).reshape(self.n_neurons, self.n_neurons)
+            m = np.divide(s, c, out=np.zeros_like(s), where=c > 0).reshape(n, n)
+            if normalize != "none":
+                m = normalize_attention(m, c.reshape(n, n) > 0, mode=normalize)
+            per_layer.append(m)
+        return np.mean(per_layer, axis=0)
+
+
+NORMALIZATIONS = ("none", "centred", "log_centred_abs")
+
+
+def normalize_attention(matrix: np.ndarray, observed: np.ndarray | None = None, *,
+                        mode: str = "log_centred_abs") -> np.ndarray:
+    """Attention relative to what each target and each source receive anyway: ``(N, N)``.
+
+    The raw per-co-occurrence attention mixes three things: how much a source neuron is attended
+    to whatever is predicted (e.g. a frequently firing or recently active neuron), how peaked the
+    attention is when a given target is predicted, and the pair-specific part that reflects a
+    synapse. Double centring (subtract each row's and each column's mean, add back the grand mean;
+    means over off-diagonal observed pairs only) keeps the pair-specific part.
+
+    * ``"centred"``: double-centred attention (excess attention, signed).
+    * ``"log_centred_abs"``: ``|double-centred log attention|``, the magnitude of the log ratio
+      to the pair's expected attention. An inhibitory synapse makes its target rarely fire just
+      after the source, so that source gets LESS attention than expected when that target is
+      predicted; scoring the magnitude treats excitation and inhibition alike, as the raster
+      baselines do with ``|corr|``.
+
+    Args:
+        matrix: ``(N_target, N_source)`` attention per co-occurrence.
+        observed: ``(N, N)`` bool, pairs that co-occurred at least once (default: ``matrix > 0``);
+            unobserved pairs and the diagonal are left out of the means and score 0.
+        mode: ``"centred"`` or ``"log_centred_abs"`` (``"none"`` returns a copy).
+
+    Returns:
+        ``(N_target, N_source)`` normalised scores.
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"matrix must be square (N, N), got shape {m.shape}")
+    if mode not in NORMALIZATIONS:
+        raise ValueError(f"mode must be one of {NORMALIZATIONS}, got {mode!r}")
+    if mode == "none":
+        return m.copy()
+    obs = (m > 0) if observed is None else np.asarray(observed, dtype=bool)
+    if obs.shape != m.shape:
+        raise ValueError(f"observed {obs.shape} must match matrix {m.shape}")
+    keep = obs & ~np.eye(m.shape[0], dtype=bool)
+    if mode == "log_centred_abs":
+        # a floor keeps log finite for observed pairs that got (numerically) zero attention
+        pos = keep & (m > 0)
+        floor = max(float(m[pos].min()), 1e-300) if pos.any() else 1.0
+        x = np.log(np.maximum(m, floor))
+    else:
+        x = m.copy()
+    x = np.where(keep, x, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows/columns of silent neurons
+        row = np.nan_to_num(np.nanmean(x, axis=1, keepdims=True))
+        col = np.nan_to_num(np.nanmean(x, axis=0, keepdims=True))
+        grand = float(np.nan_to_num(np.nanmean(x))) if keep.any() else 0.0
+    out = np.where(keep, x - row - col + grand, 0.0)
+    return np.abs(out) if mode == "log_centred_abs" else out
 
 
 def attention_matrix(attentions: Mapping[Hashable, np.ndarray] | Sequence[np.ndarray],

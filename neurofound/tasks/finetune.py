@@ -80,11 +80,12 @@ def run_finetune(cfg, run_dir: Path, mode: str):
         log.warning("the pretrained model already has behaviour heads %s: it saw behaviour labels during "
                     "pretraining, so this is not a label-free few-shot comparison",
                     sorted(pretrained.config.behavior_targets))
-    dm = build_datamodule(cfg, tokenizer=pretrained.tokenizer)
-    check_contract(pretrained, dm)
-    targets = list(dm.behavior_targets)
+    targets = list(cfg.finetune.targets or [])
     if not targets:
-        raise ValueError("finetune needs a behaviour target: set data.behavior_targets=[speed] (or your variable)")
+        raise ValueError("finetune needs a behaviour variable to decode: set finetune.targets=[speed] "
+                         "(or data.behavior=[your variable])")
+    dm = build_datamodule(cfg, tokenizer=pretrained.tokenizer, behavior_targets=targets)
+    check_contract(pretrained, dm)
     var = targets[0]
     steps = int(cfg.finetune.steps)
     if int(cfg.trainer.get("fast_dev_run") or 0):

@@ -35,6 +35,7 @@ class SpikeGPTTask(L.LightningModule):
                  betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 100,
                  max_steps: int = 1000, objective: str = "total"):
         super().__init__()
+        betas = tuple(float(b) for b in betas)  # plain floats: checkpoints load with weights_only=True
         if objective not in ("total", "behavior"):
             raise ValueError(f"objective must be 'total' or 'behavior', got {objective!r}")
         self.model = model
