@@ -68,6 +68,8 @@ def _job(verb: str):
         from neurofound import jobs
 
         run_dir = Path(HydraConfig.get().runtime.output_dir)
+        # Lightning prints through its own console handler; without this every line shows twice
+        logging.getLogger("lightning.pytorch").propagate = False
         return _guarded(getattr(jobs, verb))(cfg, run_dir)
 
     return job

@@ -147,3 +147,13 @@ def test_multirun_seeds(tmp_path):
     assert len(runs) == 2, proc.stdout[-2000:]
     losses = [json.loads((r / "metrics.json").read_text())["test/id_loss"] for r in runs]
     assert losses[0] != losses[1]  # different seeds, different models
+
+
+def test_wandb_logger_offline(tmp_path):
+    pytest.importorskip("wandb")
+    run = tmp_path / "wb"
+    _ok(run_cli("train", "experiment=quickstart", *FAST, "logger=wandb", "eval.generate=false",
+                "eval.untrained_baseline=false", f"hydra.run.dir={run}", env={"WANDB_MODE": "offline"}))
+    offline = list((run / "wandb").glob("offline-run-*"))
+    assert offline, f"no offline wandb run under {run / 'wandb'}"
+    assert json.loads((run / "metrics.json").read_text())["train/steps"] == 4
