@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+
+from neurofound.io import atomic_write_text
 
 __all__ = ["write_report", "group_by_split"]
 
@@ -154,16 +155,4 @@ def write_report(report_dir: str | os.PathLike, metrics: Mapping[str, object],
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
 
-    out = report_dir / "report.md"
-    fd, tmp = tempfile.mkstemp(dir=report_dir, prefix=".report.", suffix=".md.tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out
+    return atomic_write_text(report_dir / "report.md", "\n".join(lines))

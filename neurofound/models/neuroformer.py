@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neurofound.models.hub import NeurofoundHubMixin
-from neurofound.nn.attention import KVCache, MultiHeadAttention
+from neurofound.nn.attention import MultiHeadAttention
 
 CITATION = """@inproceedings{antoniades2024neuroformer,
   title     = {Neuroformer: Multimodal and Multitask Generative Pretraining for Brain Data},
