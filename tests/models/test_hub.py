@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from neurofound.models.hub import read_safetensors
-from neurofound.models.neuroformer import Neuroformer, NeuroformerConfig
+from neurofound.models.neuroformer import Neuroformer
 from neurofound.tokenizers.spike import SpikeTokenizer
 
 from .test_neuroformer import make_batch, model_for, tiny
