@@ -4,8 +4,9 @@ Three measurements on one untrained model (random weights, fp32, CPU), all in OW
 window of every window after the first is re-tokenized from the spikes generated before it):
 
 * ``recompute_b1``: one segment, ``use_cache=False`` -- a full forward over the whole prefix per token (the
-  reference's method; no losses or metrics), timed over the first ``--recompute-tokens`` tokens of one window
-  (its per-token cost grows with the prefix, so a short measurement flatters this baseline).
+  reference's method; no losses or metrics), timed over one full window by default, the same tokens per window
+  as the cached paths (its per-token cost grows with the prefix, so ``--recompute-tokens`` below the window
+  length flatters this baseline).
 * ``cached_b1``: one segment, ``use_cache=True``, ``--windows`` consecutive full windows.
 * ``cached_batched``: ``--batch`` segments decoded together (one window of each per step of the outer loop),
   ``use_cache=True``, ``--windows`` consecutive full windows per segment.
@@ -57,8 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=None, help="segments decoded together (default 32; 4 with --small)")
     p.add_argument("--windows", type=int, default=2, help="consecutive windows per segment on the cached paths")
     p.add_argument("--recompute-tokens", type=int, default=None,
-                   help="tokens timed on the batch-1 recompute path (the first tokens of one window; default 16, "
-                        "at most block_size - 1; shorter prefixes are cheaper, so this favours the recompute path)")
+                   help="tokens timed on the batch-1 recompute path (the first tokens of one window; default: a full "
+                        "window, block_size - 1, as on the cached paths; fewer tokens favour the recompute path, "
+                        "whose cost grows with the prefix)")
     p.add_argument("--tokens", type=int, default=None,
                    help="tokens generated per window on the cached paths (default block_size - 1, full blocks)")
     p.add_argument("--repeats", type=int, default=3,
@@ -144,7 +146,7 @@ def run(args) -> dict:
     cfg = model.config
     full = cfg.block_size - 1
     n_cached = min(args.tokens or full, full)
-    n_recompute = min(args.recompute_tokens or 16, full)
+    n_recompute = min(args.recompute_tokens or full, full)
     rng = np.random.default_rng(args.seed)
     b1 = make_batch(cfg, tok, 1, args.windows, args.rate, rng)
     b1_recompute = make_batch(cfg, tok, 1, 1, args.rate, rng)
