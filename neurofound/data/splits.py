@@ -5,8 +5,10 @@ A sample is a window end t: its current window is `[t - w, t)` and its past (con
 sample is training data and vice versa. Here the time axis is cut into contiguous blocks
 instead:
 
-* `mode="blocks"`: each segment is cut, in time order, into train / val / test blocks of the
-  given fractions of its length (default 70 / 10 / 20 %).
+* `mode="blocks"`: each segment is cut, in time order, into val / train / test blocks of the
+  given fractions of its length (default 10 / 70 / 20 %). Training sits right before the test
+  block, so a few-shot `train_fraction` (taken from the end of training) is the block of training
+  data that precedes the test block, one past window before it.
 * `mode="trials"`: whole trials are assigned to splits (shuffled with `seed`).
 
 Inside a block a window is kept only if BOTH its past and its current window lie inside the
@@ -113,8 +115,8 @@ def split_intervals(
         train_frac = 1.0 - val_frac - test_frac
         for k, (a, b) in enumerate(spans):
             length = b - a
-            t1, t2 = a + train_frac * length, a + (train_frac + val_frac) * length
-            for name, block in zip(SPLITS, ((a, t1), (t1, t2), (t2, b))):
+            t1, t2 = a + val_frac * length, a + (val_frac + train_frac) * length
+            for name, block in (("val", (a, t1)), ("train", (t1, t2)), ("test", (t2, b))):
                 if block[1] - block[0] > _EPS:
                     blocks[name].append((k, block))
     else:

@@ -39,11 +39,14 @@ def test_no_overlap_between_splits(mode):
 def test_blocks_layout_and_gaps():
     splits = split_intervals([(0.0, 10.0)], W, WP)
     train, val, test = (splits.intervals[s] for s in SPLITS)
-    assert splits.blocks["train"] == [(0.0, 7.0)]
-    assert splits.blocks["val"][0] == pytest.approx((7.0, 8.0))
-    assert train.max() <= 7.0 + 1e-9 and train.min() - W - WP >= -1e-9
-    # Val's first current window starts one past window after the boundary.
-    assert val.min() - W == pytest.approx(7.0 + WP)
+    # val | train | test in time order, so training sits right before the test block
+    assert splits.blocks["val"][0] == pytest.approx((0.0, 1.0))
+    assert splits.blocks["train"][0] == pytest.approx((1.0, 8.0))
+    assert splits.blocks["test"][0] == pytest.approx((8.0, 10.0))
+    assert train.max() <= 8.0 + 1e-9 and train.min() - W - WP >= 1.0 - 1e-9
+    # Each block's first current window starts one past window after its boundary.
+    assert val.min() - W == pytest.approx(0.0 + WP)
+    assert train.min() - W == pytest.approx(1.0 + WP)
     assert test.min() - W == pytest.approx(8.0 + WP)
     assert test.max() == pytest.approx(10.0)
     # Windows tile each block on the window grid.
@@ -66,9 +69,9 @@ def test_train_fraction_is_contiguous_end_of_train():
     assert part.intervals["train"].size == int(np.ceil(0.01 * n_full))
     np.testing.assert_allclose(np.diff(part.intervals["train"]), W)  # contiguous
     np.testing.assert_array_equal(part.intervals["train"], full.intervals["train"][-part.intervals["train"].size :])
-    # Held-out splits are untouched; the kept block ends one past window before val starts.
+    # Held-out splits are untouched; the kept block ends one past window before the test block starts.
     np.testing.assert_array_equal(part.intervals["test"], full.intervals["test"])
-    assert part.intervals["val"].min() - W - part.intervals["train"].max() == pytest.approx(WP)
+    assert part.intervals["test"].min() - W - part.intervals["train"].max() == pytest.approx(WP)
     check_no_leakage(part, W, WP)
 
 
