@@ -88,7 +88,10 @@ def _run_hydra(verb: str, overrides: list[str]) -> None:
     _register_resolvers()
 
     argv = sys.argv
-    sys.argv = [f"neurofound-{verb}", *overrides]
+    # Hydra reads its overrides from sys.argv[1:]. The verb travels in the environment, so that
+    # processes re-launched with the same overrides (Lightning's DDP launcher does that) know it.
+    os.environ["NEUROFOUND_VERB"] = verb
+    sys.argv = [argv[0], *overrides]
     try:
         hydra.main(config_path=str(CONFIG_DIR), config_name=verb, version_base="1.3")(_job(verb))()
     finally:
@@ -151,6 +154,9 @@ def main(argv: list[str] | None = None) -> None:
         print("usage:\n" + USAGE)
         return
     verb, rest = argv[0], argv[1:]
+    if "=" in verb and os.environ.get("NEUROFOUND_VERB") in HYDRA_VERBS:
+        # a worker process re-launched by Lightning (DDP) with the parent's overrides only
+        verb, rest = os.environ["NEUROFOUND_VERB"], argv
     if verb in HYDRA_VERBS:
         _run_hydra(verb, rest)
     elif verb == "export":

@@ -157,3 +157,13 @@ def test_wandb_logger_offline(tmp_path):
     offline = list((run / "wandb").glob("offline-run-*"))
     assert offline, f"no offline wandb run under {run / 'wandb'}"
     assert json.loads((run / "metrics.json").read_text())["train/steps"] == 4
+
+
+def test_trainer_ddp_from_the_command_line(tmp_path):
+    """`trainer=ddp` re-launches the command in a second process (gloo on CPU) and still writes one run folder."""
+    run = tmp_path / "ddp"
+    _ok(run_cli("train", "experiment=quickstart", *FAST, "trainer=ddp", "eval.generate=false",
+                "eval.untrained_baseline=false", f"hydra.run.dir={run}", env={"OMP_NUM_THREADS": "1"}))
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["train/steps"] == 4 and "test/id_loss" in m
+    assert (run / "checkpoints" / "last.ckpt").is_file()
