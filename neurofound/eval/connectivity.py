@@ -56,6 +56,7 @@ class AttentionConnectivity:
         self.n_neurons = int(n_neurons)
         self._sums: dict[Hashable, np.ndarray] = {}
         self._counts: dict[Hashable, np.ndarray] = {}
+        self._chance: dict[Hashable, np.ndarray] = {}
 
     @property
     def layers(self) -> list[Hashable]:
@@ -81,7 +82,7 @@ class AttentionConnectivity:
         k = np.asarray(key_ids, dtype=np.int64)
         if w.ndim != 4:
             raise ValueError(f"weights must be (batch, heads, queries, keys), got shape {w.shape}")
-        b, _, lq, lk = w.shape
+        b, h, lq, lk = w.shape
         if q.shape != (b, lq) or k.shape != (b, lk):
             raise ValueError(
                 f"query_ids {q.shape} / key_ids {k.shape} do not match weights {w.shape}: expected "
@@ -101,6 +102,13 @@ class AttentionConnectivity:
             self._counts[layer] = np.zeros(n * n)
         self._sums[layer] += np.bincount(flat, weights=w[valid], minlength=n * n)
         self._counts[layer] += np.bincount(flat, minlength=n * n)
+        # chance attention: what each co-occurrence would get from uniform attention over the keys
+        # the query could see (all of them, or the causal prefix), summed over heads like w
+        n_visible = np.minimum(np.arange(lq) + 1 + (lk - lq), lk) if causal else np.full(lq, lk)
+        chance = np.broadcast_to((h / np.maximum(n_visible, 1))[None, :, None], valid.shape)
+        if layer not in self._chance:
+            self._chance[layer] = np.zeros(n * n)
+        self._chance[layer] += np.bincount(flat, weights=chance[valid], minlength=n * n)
 
     def counts(self, layer: Hashable | None = None) -> np.ndarray:
         """Co-occurrence counts ``(N_target, N_source)`` of one layer (default: the first)."""
@@ -109,7 +117,8 @@ class AttentionConnectivity:
         layer = self.layers[0] if layer is None else layer
         return self._counts[layer].reshape(self.n_neurons, self.n_neurons).copy()
 
-    def matrix(self, layers: Sequence[Hashable] | None = None, *, normalize: str = "none") -> np.ndarray:
+    def matrix(self, layers: Sequence[Hashable] | None = None, *, normalize: str = "none",
+               relative_to: str = "count") -> np.ndarray:
         """Attention per co-occurrence, (normalised and) averaged over layers: ``(N_target, N_source)``.
 
         Args:
@@ -117,7 +126,15 @@ class AttentionConnectivity:
             normalize: per-layer normalisation applied BEFORE the layer mean, see
                 ``normalize_attention``: ``"none"`` (attention per co-occurrence), ``"centred"``
                 or ``"log_centred_abs"``.
+            relative_to: ``"count"`` (default, the reference): summed attention / number of
+                co-occurrences. ``"chance"``: summed attention / summed chance attention, the
+                attention a uniform softmax over the keys the query could see would have given
+                those co-occurrences. A uniform (e.g. untrained) attention then gives a constant
+                matrix; with ``"count"`` the causal mask alone (a query early in the window
+                spreads over fewer keys) makes pairs that fire close in time look attended.
         """
+        if relative_to not in ("count", "chance"):
+            raise ValueError(f"relative_to must be 'count' or 'chance', got {relative_to!r}")
         if not self._sums:
             raise RuntimeError("no attention accumulated yet: call update() first")
         if normalize not in NORMALIZATIONS:
@@ -130,7 +147,8 @@ class AttentionConnectivity:
         per_layer = []
         for layer in names:
             s, c = self._sums[layer], self._counts[layer]
-            m = np.divide(s, c, out=np.zeros_like(s), where=c > 0).reshape(n, n)
+            d = c if relative_to == "count" else self._chance[layer]
+            m = np.divide(s, d, out=np.zeros_like(s), where=c > 0).reshape(n, n)
             if normalize != "none":
                 m = normalize_attention(m, c.reshape(n, n) > 0, mode=normalize)
             per_layer.append(m)

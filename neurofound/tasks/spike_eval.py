@@ -27,12 +27,17 @@ log = logging.getLogger(__name__)
 #   (neuron id + time), so attention to a key is attention to one neuron's spike; deeper layers
 #   attend over mixtures of tokens, and the history cross-attention's keys (the whole previous
 #   window, mostly tens of ms back, beyond the 1-4 ms delays) score at chance and dilute the mean.
+# * relative to chance: summed attention / the attention a uniform softmax over the visible keys
+#   would have given the same co-occurrences (AttentionConnectivity.matrix(relative_to="chance")).
+#   Per co-occurrence (the reference), the causal mask alone leaks timing: an untrained model then
+#   scores ~0.67 AUROC after centring; relative to chance it scores ~0.5, as it should.
 # * normalisation: |double-centred log attention| per layer (see conn.normalize_attention): the
 #   pair-specific excess or deficit of attention, so inhibitory edges count like excitatory ones.
 # * windows: the training split, the same data as the raster baselines (60 s of held-out windows
 #   cap even an ideal 2-4 ms recency attention at ~0.78 AUROC, against ~0.87 on 240 s).
 CONNECTIVITY_LAYERS: tuple[str, ...] = ("state/0",)
 CONNECTIVITY_NORMALIZE = "log_centred_abs"
+CONNECTIVITY_RELATIVE_TO = "chance"
 CONNECTIVITY_SPLIT = "train"
 
 
@@ -152,7 +157,8 @@ def attention_connectivity(model, loader, *, max_batches: int | None = None) -> 
 
 
 def connectivity_readout(acc: conn.AttentionConnectivity, *, layers: tuple[str, ...] | None = CONNECTIVITY_LAYERS,
-                         normalize: str = CONNECTIVITY_NORMALIZE) -> np.ndarray:
+                         normalize: str = CONNECTIVITY_NORMALIZE,
+                         relative_to: str = CONNECTIVITY_RELATIVE_TO) -> np.ndarray:
     """The directed ``(N_target, N_source)`` matrix from accumulated attention.
 
     Args:
@@ -161,12 +167,13 @@ def connectivity_readout(acc: conn.AttentionConnectivity, *, layers: tuple[str, 
             ``"decoder"``, ``"history"``); None: all. Entries the model lacks are skipped; if none
             is present, every layer is used.
         normalize: per-layer normalisation (``conn.NORMALIZATIONS``), applied before the mean.
+        relative_to: ``"chance"`` or ``"count"``, see ``AttentionConnectivity.matrix``.
     """
     if layers is None:
         chosen = acc.layers
     else:
         chosen = [l for l in acc.layers if str(l) in layers or str(l).split("/")[0] in layers]
-    return acc.matrix(chosen or None, normalize=normalize)
+    return acc.matrix(chosen or None, normalize=normalize, relative_to=relative_to)
 
 
 def _stretches(intervals: np.ndarray, window: float, n_stretches: int, max_windows: int | None) -> tuple[np.ndarray, np.ndarray]:
