@@ -162,3 +162,58 @@ def test_lagged_baseline_finds_direction_and_correlation_cannot():
     assert flat["connectivity_auroc"] == pytest.approx(s_lag["auroc"])
     assert flat["baseline_lagged_corr_auroc"] == pytest.approx(s_lag["auroc"])
     assert {"baseline_corr_auprc", "baseline_partial_corr_auroc_nonhub", "connectivity_edge_density"} <= set(flat)
+
+
+# ---------------------------------------------------------------------------------------------
+# readout options used by the quickstart (relative to chance, double centring, layer selection)
+# ---------------------------------------------------------------------------------------------
+def test_relative_to_chance_removes_the_causal_mask_artefact():
+    """Uniform attention over the visible keys scores exactly 1 everywhere relative to chance."""
+    from neurofound.eval.connectivity import AttentionConnectivity
+
+    rng = np.random.default_rng(0)
+    b, lq = 6, 5
+    q = rng.integers(0, 4, size=(b, lq))
+    k = rng.integers(0, 4, size=(b, lq))
+    visible = np.tri(lq, lq, dtype=bool)
+    w = np.where(visible, 1.0, 0.0) / visible.sum(1, keepdims=True)  # uniform over keys j <= i
+    acc = AttentionConnectivity(4)
+    acc.update("l0", np.broadcast_to(w, (b, 1, lq, lq)).copy(), q, k, causal=True)
+    chance = acc.matrix(relative_to="chance")
+    seen = acc.counts("l0") > 0
+    np.testing.assert_allclose(chance[seen], 1.0)
+    # per-count attention is NOT flat: pairs seen at early positions get more weight
+    assert np.ptp(acc.matrix()[seen]) > 0.1
+
+
+def test_double_centring_keeps_only_the_pair_specific_part():
+    from neurofound.eval.connectivity import normalize_attention
+
+    n = 5
+    rows, cols = np.arange(n)[:, None] * 0.3, np.arange(n)[None, :] * 0.7
+    pair = np.zeros((n, n))
+    pair[2, 4] = 1.0
+    m = np.exp(1.0 + rows + cols + pair)  # multiplicative row/column effects + one synapse
+    np.fill_diagonal(m, 0.0)
+    out = normalize_attention(m, mode="log_centred_abs")
+    off = ~np.eye(n, dtype=bool)
+    assert np.argmax(np.where(off, out, -1)) == 2 * n + 4  # the synapse stands out
+    flat = normalize_attention(np.where(off, 0.25, 0.0), mode="centred")
+    np.testing.assert_allclose(flat[off], 0.0, atol=1e-12)  # a constant has no pair-specific part
+    with pytest.raises(ValueError, match="mode"):
+        normalize_attention(m, mode="nope")
+
+
+def test_layer_selection_averages_only_the_chosen_layers():
+    from neurofound.eval.connectivity import AttentionConnectivity
+
+    q = np.array([[1, 0]])
+    k = np.array([[0, 1]])
+    acc = AttentionConnectivity(2)
+    acc.update("a", np.array([[[[1.0, 0.0], [0.0, 1.0]]]]), q, k)
+    acc.update("b", np.array([[[[0.0, 1.0], [1.0, 0.0]]]]), q, k)
+    np.testing.assert_allclose(acc.matrix(["a"])[1, 0], 1.0)
+    np.testing.assert_allclose(acc.matrix(["b"])[1, 0], 0.0)
+    np.testing.assert_allclose(acc.matrix()[1, 0], 0.5)
+    with pytest.raises(ValueError, match="relative_to"):
+        acc.matrix(relative_to="nope")
