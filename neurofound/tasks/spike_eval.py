@@ -319,8 +319,9 @@ def evaluate_spike_model(model, dm, *, split: str = "test", report_dir: str | Pa
     defaults above), and scored with the raster baselines (computed on the train split). The
     default reads the training windows: connectivity is a property of the recording, not a
     generalisation test, and the held-out windows alone are too few. `split/connectivity_auroc_
-    heldout` still reports the same readout on `split`'s windows.
-    readout on `split`'s windows.
+    heldout` still reports the same readout on `split`'s windows, and `split/connectivity_auroc_plain`
+    the literal readout (every state / decoder / history layer, attention per co-occurrence, no
+    normalisation) on the same windows.
     """
     dm.setup()
     res = SpikeEvalResult()
@@ -346,6 +347,8 @@ def evaluate_spike_model(model, dm, *, split: str = "test", report_dir: str | Pa
             untrained = connectivity_readout(acc_u, **read)
         matrix = connectivity_readout(acc_fit, **read)
         res.metrics.update(connectivity_scores(dm, matrix, split=split, untrained=untrained))
+        plain = connectivity_readout(acc_fit, layers=None, normalize="none", relative_to="count")
+        res.metrics[f"{split}/connectivity_auroc_plain"] = conn.score(plain, dm.recording.true_weights)["auroc"]
         if conn_split != split:
             res.metrics[f"{split}/connectivity_auroc_heldout"] = conn.score(
                 connectivity_readout(acc, **read), dm.recording.true_weights)["auroc"]
