@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from neurofound.nn.attention import KVCache
 
@@ -114,31 +115,159 @@ def _rows(batch: dict, index: torch.Tensor) -> dict:
     return out
 
 
-class _CachedDecoder:
-    """KV-cached incremental forward of one batch of windows."""
+class _SelfAttnStep:
+    """One cached decode step of a self-attention `Block` (state encoder / decoder) with one new token.
 
-    def __init__(self, model, ctx_batch: dict):
+    The single query sits at the end of the cache, so the bottom-right causal mask lets it see every cached key:
+    no mask is built. Keys/values are written in place into storage preallocated for the whole block, and the
+    key and value projections (both of the raw block input, fixture Q5) run as one matmul on weights
+    concatenated once per window; the module's `key` / `value` parameters (state-dict names) are untouched.
+    """
+
+    def __init__(self, blk, batch: int, capacity: int):
+        a = blk.attn
+        self.blk, self.H, self.D = blk, a.n_head, a.head_dim
+        self.w_kv = torch.cat([a.key.weight, a.value.weight], 0)
+        self.b_kv = None if a.key.bias is None else torch.cat([a.key.bias, a.value.bias], 0)
+        w = a.key.weight
+        # (batch, k|v, heads, tokens, head_dim): k and v of one step are written by a single copy
+        self.kv = w.new_empty(batch, 2, self.H, capacity, self.D)
+        self.length = 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, E) -> (B, E)."""
+        blk, a = self.blk, self.blk.attn
+        B, E = x.shape
+        L = self.length
+        q = F.linear(F.layer_norm(x, (E,), blk.ln1.weight, blk.ln1.bias, blk.ln1.eps),
+                     a.query.weight, a.query.bias).view(B, self.H, 1, self.D)
+        self.kv[:, :, :, L] = F.linear(x, self.w_kv, self.b_kv).view(B, 2, self.H, self.D)
+        self.length = L + 1
+        out = F.scaled_dot_product_attention(q, self.kv[:, 0, :, : L + 1], self.kv[:, 1, :, : L + 1])
+        return _block_tail(blk, x, out.view(B, E))
+
+    def select(self, index: torch.Tensor) -> None:
+        self.kv = self.kv.index_select(0, index)
+
+
+class _CrossAttnStep:
+    """One cached decode step of a cross-attention `Block`: keys/values of the static source and the additive
+    key-padding mask are computed once per window; each step is the query projection and one SDPA call."""
+
+    def __init__(self, blk, source: torch.Tensor, key_padding_mask: torch.Tensor | None):
+        a = blk.attn
+        self.blk, self.H, self.D = blk, a.n_head, a.head_dim
+        B, Lk, _ = source.shape
+        # contiguous once here, so that SDPA does not copy them at every step
+        self.k = a.key(source).view(B, Lk, self.H, self.D).transpose(1, 2).contiguous()
+        self.v = a.value(source).view(B, Lk, self.H, self.D).transpose(1, 2).contiguous()
+        self.mask = self.row_has_key = None
+        if key_padding_mask is not None and not bool(key_padding_mask.all()):
+            # as `attention` does: rows without a real key see every key, then their output is zeroed
+            row_has_key = key_padding_mask.any(-1)
+            visible = (key_padding_mask | ~row_has_key[:, None]).view(B, 1, 1, Lk)
+            zero = torch.zeros((), dtype=source.dtype, device=source.device)
+            self.mask = torch.where(visible, zero, float("-inf"))
+            if not bool(row_has_key.all()):
+                self.row_has_key = row_has_key.view(B, 1, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, E) -> (B, E)."""
+        blk, a = self.blk, self.blk.attn
+        B, E = x.shape
+        q = F.linear(F.layer_norm(x, (E,), blk.ln1.weight, blk.ln1.bias, blk.ln1.eps),
+                     a.query.weight, a.query.bias).view(B, self.H, 1, self.D)
+        out = F.scaled_dot_product_attention(q, self.k, self.v, attn_mask=self.mask)
+        if self.row_has_key is not None:
+            out = out * self.row_has_key
+        return _block_tail(blk, x, out.view(B, E))
+
+    def select(self, index: torch.Tensor) -> None:
+        self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+        if self.mask is not None:
+            self.mask = self.mask.index_select(0, index)
+        if self.row_has_key is not None:
+            self.row_has_key = self.row_has_key.index_select(0, index)
+
+
+def _block_tail(blk, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    """Rest of `Block.forward` in eval mode after the attention heads: output projection + residual, MLP +
+    residual, final LayerNorm. x, attn: (B, E) -> (B, E)."""
+    E = x.shape[-1]
+    x = x + F.linear(attn, blk.attn.proj.weight, blk.attn.proj.bias)
+    fc1, act, fc2 = blk.mlp
+    h = F.layer_norm(x, (E,), blk.ln2.weight, blk.ln2.bias, blk.ln2.eps)
+    x = x + F.linear(act(F.linear(h, fc1.weight, fc1.bias)), fc2.weight, fc2.bias)
+    return F.layer_norm(x, (E,), blk.ln_f.weight, blk.ln_f.bias, blk.ln_f.eps)
+
+
+class _CachedDecoder:
+    """KV-cached incremental forward of one batch of windows.
+
+    In eval mode with the SDPA backend (`auto` / `sdpa`) each step runs a lean per-block path (`_SelfAttnStep`,
+    `_CrossAttnStep`): the same arithmetic as `Block.forward` with a `KVCache`, without per-step mask
+    construction, input validation or cache bookkeeping (decoding one token is dominated by per-op overhead,
+    not arithmetic). Otherwise (training mode, other attention backends) it runs the modules with `KVCache`s.
+    """
+
+    def __init__(self, model, ctx_batch: dict, fast: bool = True):
         self.model, self.batch, self.ctx = model, ctx_batch, None
-        S = model.config.block_size
-        self.state = [KVCache(S) for _ in model.state_blocks]
-        self.trunk = ([KVCache(static=True) for _ in model.history_blocks]
-                      + [KVCache(static=True) for _ in model.stimulus_blocks]
-                      + [KVCache(static=True) for _ in model.behavior_blocks]
-                      + [KVCache(S) for _ in model.decoder_blocks])
+        # fast=False forces the module path (tests compare the two)
+        self.fast = fast and not model.training and all(
+            blk.attn.backend in ("auto", "sdpa") for blk in self._blocks())
+        self.steps: list | None = None
+        if not self.fast:
+            S = model.config.block_size
+            self.state = [KVCache(S) for _ in model.state_blocks]
+            self.trunk = ([KVCache(static=True) for _ in model.history_blocks]
+                          + [KVCache(static=True) for _ in model.stimulus_blocks]
+                          + [KVCache(static=True) for _ in model.behavior_blocks]
+                          + [KVCache(S) for _ in model.decoder_blocks])
+
+    def _blocks(self):
+        m = self.model
+        return [*m.state_blocks, *m.history_blocks, *m.stimulus_blocks, *m.behavior_blocks, *m.decoder_blocks]
+
+    def _build_steps(self, batch: int) -> list:
+        m, S = self.model, self.model.config.block_size
+        steps = [_SelfAttnStep(blk, batch, S) for blk in m.state_blocks]
+        steps += [_CrossAttnStep(blk, self.ctx["past"], self.ctx["past_mask"]) for blk in m.history_blocks]
+        steps += [_CrossAttnStep(blk, self.ctx["frames"], None) for blk in m.stimulus_blocks]
+        steps += [_CrossAttnStep(blk, self.ctx["behavior"], None) for blk in m.behavior_blocks]
+        steps += [_SelfAttnStep(blk, batch, S) for blk in m.decoder_blocks]
+        return steps
 
     def step(self, ids: torch.Tensor, dts: torch.Tensor, pos: int):
         m = self.model
-        x = m.embed_tokens(ids, dts, offset=pos)
-        if self.ctx is None:  # cross-attention sources once per window (frame SOS = the SOS embedding)
+        if self.ctx is None:
+            x = m.embed_tokens(ids, dts, offset=pos)
+            # cross-attention sources once per window (frame SOS = the SOS embedding)
             self.ctx = m.encode_context(self.batch, x[:, :1])
+            if self.fast:
+                self.steps = self._build_steps(x.shape[0])
+        elif self.fast:
+            # embed_tokens without its range checks: the tokens are our own samples, drawn inside the vocabulary
+            x = m.tok_emb(ids) + m.temp_emb(dts.to(m.pos_emb.dtype)) + m.pos_emb[:, pos : pos + 1]
+        else:
+            x = m.embed_tokens(ids, dts, offset=pos)
+        if self.fast:
+            h = x[:, 0]
+            for s in self.steps:
+                h = s(h)
+            return m.head_id(h), m.head_dt(h)
         for blk, c in zip(m.state_blocks, self.state):
             x, _ = blk(x, causal=True, cache=c)
         x = m._trunk(x, self.ctx, None, {}, False, caches=self.trunk)
         return m.head_id(x[:, -1]), m.head_dt(x[:, -1])
 
     def select(self, keep: torch.Tensor) -> None:
-        for c in self.state + self.trunk:
-            c.select(keep)
+        if self.fast:
+            index = keep.nonzero().flatten()
+            for s in self.steps:
+                s.select(index)
+        else:
+            for c in self.state + self.trunk:
+                c.select(keep)
         for k in ("past", "past_mask", "frames", "behavior"):
             if self.ctx.get(k) is not None:
                 self.ctx[k] = self.ctx[k][keep]

@@ -112,3 +112,34 @@ def test_own_past_rebuilds_past_from_generated_spikes():
     assert torch.equal(rc_own.id_tokens, rc_true.id_tokens)
     with pytest.raises(ValueError, match="mode"):
         m.generate(b, mode="dreamt_past")
+
+
+@pytest.mark.parametrize("compat", [False, True])
+def test_fast_decode_step_matches_module_path(compat):
+    """The lean per-block decode path gives the logits of Block.forward with KVCaches, also after rows are dropped
+    (rows with 0..8 real past tokens: the empty one exercises the no-visible-key rule)."""
+    from neurofound.models.neuroformer_generate import _CachedDecoder
+
+    cfg = tiny(reference_compat=compat, clip_embd=16 if compat else 12)
+    m = model_for(cfg).double().eval()
+    b = gen_batch(cfg)
+    b["frames"] = b["frames"].double()
+    fast, slow = _CachedDecoder(m, b), _CachedDecoder(m, b, fast=False)
+    assert fast.fast and not slow.fast
+    gen = torch.Generator().manual_seed(0)
+    B = 4
+    ids = torch.full((B, 1), cfg.id_sos)
+    dts = torch.zeros(B, 1, dtype=torch.long)
+    for pos in range(6):
+        a_id, a_dt = fast.step(ids, dts, pos)
+        c_id, c_dt = slow.step(ids, dts, pos)
+        torch.testing.assert_close(a_id, c_id, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(a_dt, c_dt, rtol=1e-10, atol=1e-10)
+        ids = torch.randint(0, cfg.n_neurons, (ids.shape[0], 1), generator=gen)
+        dts = torch.randint(0, cfg.n_dt, (ids.shape[0], 1), generator=gen)
+        if pos == 2:  # drop row 1
+            keep = torch.tensor([True, False, True, True])
+            fast.select(keep)
+            slow.select(keep)
+            ids, dts = ids[keep], dts[keep]
+    assert a_id.shape[0] == 3
