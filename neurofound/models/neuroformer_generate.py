@@ -115,7 +115,35 @@ def _rows(batch: dict, index: torch.Tensor) -> dict:
     return out
 
 
-class _SelfAttnStep:
+class _BlockStep:
+    """Eval-mode arithmetic of one `Block` for a single new token, on the block's own parameter tensors (looked
+    up once: module attribute access per op is a measurable part of a decode step)."""
+
+    def __init__(self, blk):
+        a = blk.attn
+        self.H, self.D = a.n_head, a.head_dim
+        self.ln1 = (blk.ln1.normalized_shape, blk.ln1.weight, blk.ln1.bias, blk.ln1.eps)
+        self.ln2 = (blk.ln2.normalized_shape, blk.ln2.weight, blk.ln2.bias, blk.ln2.eps)
+        self.ln_f = (blk.ln_f.normalized_shape, blk.ln_f.weight, blk.ln_f.bias, blk.ln_f.eps)
+        self.wq, self.bq = a.query.weight, a.query.bias
+        self.wp, self.bp = a.proj.weight, a.proj.bias
+        fc1, act, fc2 = blk.mlp
+        self.w1, self.b1, self.w2, self.b2 = fc1.weight, fc1.bias, fc2.weight, fc2.bias
+        self.act = act
+
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, E) -> q (B, H, 1, D) from LN1(x)."""
+        return F.linear(F.layer_norm(x, *self.ln1), self.wq, self.bq).view(x.shape[0], self.H, 1, self.D)
+
+    def tail(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """Rest of `Block.forward` after the attention heads: output projection + residual, MLP + residual, final
+        LayerNorm. x: (B, E), attn: (B, H, 1, D) -> (B, E)."""
+        x = x + F.linear(attn.view(x.shape), self.wp, self.bp)
+        h = self.act(F.linear(F.layer_norm(x, *self.ln2), self.w1, self.b1))
+        return F.layer_norm(x + F.linear(h, self.w2, self.b2), *self.ln_f)
+
+
+class _SelfAttnStep(_BlockStep):
     """One cached decode step of a self-attention `Block` (state encoder / decoder) with one new token.
 
     The single query sits at the end of the cache, so the bottom-right causal mask lets it see every cached key:
@@ -125,38 +153,33 @@ class _SelfAttnStep:
     """
 
     def __init__(self, blk, batch: int, capacity: int):
+        super().__init__(blk)
         a = blk.attn
-        self.blk, self.H, self.D = blk, a.n_head, a.head_dim
         self.w_kv = torch.cat([a.key.weight, a.value.weight], 0)
         self.b_kv = None if a.key.bias is None else torch.cat([a.key.bias, a.value.bias], 0)
-        w = a.key.weight
         # (batch, k|v, heads, tokens, head_dim): k and v of one step are written by a single copy
-        self.kv = w.new_empty(batch, 2, self.H, capacity, self.D)
+        self.kv = self.w_kv.new_empty(batch, 2, self.H, capacity, self.D)
         self.length = 0
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, E) -> (B, E)."""
-        blk, a = self.blk, self.blk.attn
-        B, E = x.shape
         L = self.length
-        q = F.linear(F.layer_norm(x, (E,), blk.ln1.weight, blk.ln1.bias, blk.ln1.eps),
-                     a.query.weight, a.query.bias).view(B, self.H, 1, self.D)
-        self.kv[:, :, :, L] = F.linear(x, self.w_kv, self.b_kv).view(B, 2, self.H, self.D)
+        q = self.query(x)
+        self.kv[:, :, :, L] = F.linear(x, self.w_kv, self.b_kv).view(x.shape[0], 2, self.H, self.D)
         self.length = L + 1
-        out = F.scaled_dot_product_attention(q, self.kv[:, 0, :, : L + 1], self.kv[:, 1, :, : L + 1])
-        return _block_tail(blk, x, out.view(B, E))
+        return self.tail(x, F.scaled_dot_product_attention(q, self.kv[:, 0, :, : L + 1], self.kv[:, 1, :, : L + 1]))
 
     def select(self, index: torch.Tensor) -> None:
         self.kv = self.kv.index_select(0, index)
 
 
-class _CrossAttnStep:
+class _CrossAttnStep(_BlockStep):
     """One cached decode step of a cross-attention `Block`: keys/values of the static source and the additive
     key-padding mask are computed once per window; each step is the query projection and one SDPA call."""
 
     def __init__(self, blk, source: torch.Tensor, key_padding_mask: torch.Tensor | None):
+        super().__init__(blk)
         a = blk.attn
-        self.blk, self.H, self.D = blk, a.n_head, a.head_dim
         B, Lk, _ = source.shape
         # contiguous once here, so that SDPA does not copy them at every step
         self.k = a.key(source).view(B, Lk, self.H, self.D).transpose(1, 2).contiguous()
@@ -173,14 +196,10 @@ class _CrossAttnStep:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, E) -> (B, E)."""
-        blk, a = self.blk, self.blk.attn
-        B, E = x.shape
-        q = F.linear(F.layer_norm(x, (E,), blk.ln1.weight, blk.ln1.bias, blk.ln1.eps),
-                     a.query.weight, a.query.bias).view(B, self.H, 1, self.D)
-        out = F.scaled_dot_product_attention(q, self.k, self.v, attn_mask=self.mask)
+        out = F.scaled_dot_product_attention(self.query(x), self.k, self.v, attn_mask=self.mask)
         if self.row_has_key is not None:
             out = out * self.row_has_key
-        return _block_tail(blk, x, out.view(B, E))
+        return self.tail(x, out)
 
     def select(self, index: torch.Tensor) -> None:
         self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
@@ -188,17 +207,6 @@ class _CrossAttnStep:
             self.mask = self.mask.index_select(0, index)
         if self.row_has_key is not None:
             self.row_has_key = self.row_has_key.index_select(0, index)
-
-
-def _block_tail(blk, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-    """Rest of `Block.forward` in eval mode after the attention heads: output projection + residual, MLP +
-    residual, final LayerNorm. x, attn: (B, E) -> (B, E)."""
-    E = x.shape[-1]
-    x = x + F.linear(attn, blk.attn.proj.weight, blk.attn.proj.bias)
-    fc1, act, fc2 = blk.mlp
-    h = F.layer_norm(x, (E,), blk.ln2.weight, blk.ln2.bias, blk.ln2.eps)
-    x = x + F.linear(act(F.linear(h, fc1.weight, fc1.bias)), fc2.weight, fc2.bias)
-    return F.layer_norm(x, (E,), blk.ln_f.weight, blk.ln_f.bias, blk.ln_f.eps)
 
 
 class _CachedDecoder:
