@@ -156,6 +156,10 @@ def train(cfg: DictConfig, run_dir: Path):
     t_fit = time.perf_counter()
     trainer.fit(task, datamodule=dm)
     fit_s = time.perf_counter() - t_fit
+    if not trainer.fast_dev_run:
+        # last.ckpt is the final model (the callback saves it after validations, which need not
+        # coincide with the last step); every rank calls it, rank 0 writes (atomically)
+        trainer.save_checkpoint(Path(run_dir) / "checkpoints" / "last.ckpt")
     if trainer.global_rank != 0:
         return None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}

@@ -39,14 +39,14 @@ def _model(tok) -> Neuroformer:
 class FixedBatches(SpikeGPTTask):
     """Each rank reads its own contiguous part of a fixed global batch per step (no sampler shuffling)."""
 
-    def __init__(self, model, dataset, global_batch, world):
+    def __init__(self, model, dataset, global_batch, world, offset=0):
         super().__init__(model, lr=1e-2, weight_decay=0.0, warmup_steps=0, max_steps=STEPS)
-        self.dataset, self.global_batch, self.world = dataset, global_batch, world
+        self.dataset, self.global_batch, self.world, self.offset = dataset, global_batch, world, offset
 
     def train_dataloader(self):
-        g, rank = self.global_batch, self.global_rank
+        g, rank, o = self.global_batch, self.global_rank, self.offset
         local = g // self.world
-        batches = [list(range(s * g + rank * local, s * g + (rank + 1) * local)) for s in range(STEPS)]
+        batches = [list(range(o + s * g + rank * local, o + s * g + (rank + 1) * local)) for s in range(STEPS)]
         return DataLoader(self.dataset, batch_sampler=batches, collate_fn=collate)
 
 
@@ -58,22 +58,27 @@ def _fit(task, devices):
     trainer.fit(task)
 
 
+def _rank_tokens(ds, start):
+    batch = ds.__getitems__(list(range(start, start + PER_RANK * WORLD)))
+    return [(batch["target_id"][r * PER_RANK:(r + 1) * PER_RANK] != 14).sum().item() for r in range(WORLD)]
+
+
 def test_ddp_two_cpu_processes_match_single_process():
     ds, tok = _dataset()
-    single = FixedBatches(_model(tok), ds, PER_RANK * WORLD, 1)
+    # start where the ranks' first halves hold different numbers of real tokens: the match below then
+    # only holds thanks to the token-count normalisation of SpikeGPTTask._ddp_token_scale
+    offset = next(o for o in range(len(ds) - (STEPS + 1) * PER_RANK * WORLD)
+                  if len(set(_rank_tokens(ds, o))) == WORLD)
+    single = FixedBatches(_model(tok), ds, PER_RANK * WORLD, 1, offset)
     _fit(single, 1)
-    ddp = FixedBatches(_model(tok), ds, PER_RANK * WORLD, WORLD)
+    ddp = FixedBatches(_model(tok), ds, PER_RANK * WORLD, WORLD, offset)
     _fit(ddp, WORLD)
 
-    # the global batches hold different numbers of real tokens per rank, so this only holds with
-    # the token-count normalisation of SpikeGPTTask._ddp_token_scale
-    first = ds.__getitems__(list(range(PER_RANK * WORLD)))
-    n_tokens = [(first["target_id"][r * PER_RANK:(r + 1) * PER_RANK] != 14).sum().item() for r in range(WORLD)]
-    assert n_tokens[0] != n_tokens[1], "test data should give the ranks unequal token counts"
-
     for (name, a), (_, b) in zip(single.model.state_dict().items(), ddp.model.state_dict().items()):
-        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
-    probe = ds.__getitems__(list(range(STEPS * PER_RANK * WORLD, (STEPS + 1) * PER_RANK * WORLD)))
+        # Adam divides by |grad|, so float-rounding differences of near-zero gradients grow to ~1e-5;
+        # a wrongly weighted rank would move weights by up to lr = 1e-2 per step
+        torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-3, msg=lambda m: f"{name}: {m}")
+    probe = ds.__getitems__(list(range(offset + STEPS * PER_RANK * WORLD, offset + (STEPS + 1) * PER_RANK * WORLD)))
     single.model.eval(), ddp.model.eval()
     with torch.no_grad():
         la, lb = single.model(probe).loss["total"], ddp.model(probe).loss["total"]
