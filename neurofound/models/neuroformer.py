@@ -48,6 +48,7 @@ from torch import nn
 
 from neurofound.models.hub import NeurofoundHubMixin
 from neurofound.nn.attention import MultiHeadAttention
+from neurofound.tokenizers.spike import SpikeVocabulary
 
 CITATION = """@inproceedings{antoniades2024neuroformer,
   title     = {Neuroformer: Multimodal and Multitask Generative Pretraining for Brain Data},
@@ -64,7 +65,7 @@ LOSS_PRESETS = ("nf15", "paper")
 # Configuration
 # ==============================================================================================================
 @dataclass
-class NeuroformerConfig:
+class NeuroformerConfig(SpikeVocabulary):
     """Everything needed to rebuild a Neuroformer (serialised to config.json).
 
     Vocabularies follow the SpikeTokenizer: ID 0..N-1 neurons then SOS, EOS, PAD; dt 0..K-1 numeric offsets
@@ -157,34 +158,6 @@ class NeuroformerConfig:
     @property
     def n_dt(self) -> int:
         return int(round(max(self.window, self.window_prev) / self.dt)) + 1
-
-    @property
-    def id_vocab_size(self) -> int:
-        return self.n_neurons + 3
-
-    @property
-    def dt_vocab_size(self) -> int:
-        return self.n_dt + 3
-
-    @property
-    def id_sos(self) -> int:
-        return self.n_neurons
-
-    @property
-    def id_eos(self) -> int:
-        return self.n_neurons + 1
-
-    @property
-    def id_pad(self) -> int:
-        return self.n_neurons + 2
-
-    @property
-    def dt_eos(self) -> int:
-        return self.n_dt + 1
-
-    @property
-    def dt_pad(self) -> int:
-        return self.n_dt + 2
 
     @property
     def frame_grid(self) -> tuple[int, int, int] | None:

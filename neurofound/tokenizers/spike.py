@@ -62,8 +62,52 @@ def _smallest_int(max_value: int) -> type[np.signedinteger]:
     return np.int16 if max_value <= np.iinfo(np.int16).max else np.int32
 
 
+class SpikeVocabulary:
+    """The Neuroformer token layout, shared by the tokenizer and the model config.
+
+    IDs ``0..N-1`` are neurons, then SOS = N, EOS = N+1, PAD = N+2; dt tokens ``0..K-1`` are the
+    numeric offsets ``k * dt``, then SOS = K, EOS = K+1, PAD = K+2. A subclass provides ``n_neurons``
+    (N) and ``n_dt`` (K).
+    """
+
+    n_neurons: int
+    n_dt: int
+
+    @property
+    def id_sos(self) -> int:
+        return self.n_neurons
+
+    @property
+    def id_eos(self) -> int:
+        return self.n_neurons + 1
+
+    @property
+    def id_pad(self) -> int:
+        return self.n_neurons + 2
+
+    @property
+    def id_vocab_size(self) -> int:
+        return self.n_neurons + 3
+
+    @property
+    def dt_sos(self) -> int:
+        return self.n_dt
+
+    @property
+    def dt_eos(self) -> int:
+        return self.n_dt + 1
+
+    @property
+    def dt_pad(self) -> int:
+        return self.n_dt + 2
+
+    @property
+    def dt_vocab_size(self) -> int:
+        return self.n_dt + 3
+
+
 @register("spike")
-class SpikeTokenizer(Tokenizer):
+class SpikeTokenizer(Tokenizer, SpikeVocabulary):
     """Neuroformer two-stream spike tokenizer (neuron ID + quantised time offset).
 
     Args:
@@ -134,43 +178,11 @@ class SpikeTokenizer(Tokenizer):
         self._dt_dtype = _smallest_int(self.dt_vocab_size - 1)
         self._unit_dtype = _smallest_int(n_neurons - 1)
 
-    # --- vocabulary -------------------------------------------------------------------------------
-    @property
-    def id_sos(self) -> int:
-        return self.n_neurons
-
-    @property
-    def id_eos(self) -> int:
-        return self.n_neurons + 1
-
-    @property
-    def id_pad(self) -> int:
-        return self.n_neurons + 2
-
-    @property
-    def id_vocab_size(self) -> int:
-        return self.n_neurons + 3
-
+    # --- vocabulary (layout in SpikeVocabulary) ----------------------------------------------------
     @property
     def n_dt(self) -> int:
         """K, the number of numeric dt tokens (offsets ``0, dt, ..., (K-1) dt``)."""
         return max(self._w_bins, self._wp_bins) + 1
-
-    @property
-    def dt_sos(self) -> int:
-        return self.n_dt
-
-    @property
-    def dt_eos(self) -> int:
-        return self.n_dt + 1
-
-    @property
-    def dt_pad(self) -> int:
-        return self.n_dt + 2
-
-    @property
-    def dt_vocab_size(self) -> int:
-        return self.n_dt + 3
 
     @property
     def dt_values(self) -> np.ndarray:
