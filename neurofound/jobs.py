@@ -176,16 +176,23 @@ def train(cfg: DictConfig, run_dir: Path):
     return metrics
 
 
-def eval(cfg: DictConfig, run_dir: Path):  # noqa: A001 - the verb's name
+def _load_for(verb: str, cfg: DictConfig):
+    """The trained model named by `ckpt=` and the data it is applied to (checked against it)."""
     from neurofound.models.registry import load_pretrained
-    from neurofound.tasks.spike_eval import evaluate_spike_model
 
     _prepare(cfg)
     if not cfg.get("ckpt"):
-        raise ValueError("eval needs ckpt=DIR|HUB_ID|CKPT (a run folder, model folder, checkpoint or Hub id)")
+        raise ValueError(f"{verb} needs ckpt=DIR|HUB_ID|CKPT (a run folder, model folder, checkpoint or Hub id)")
     model = load_pretrained(cfg.ckpt)
     dm = build_datamodule(cfg, tokenizer=model.tokenizer)
     check_contract(model, dm, ignore_behavior=True)
+    return model, dm
+
+
+def eval(cfg: DictConfig, run_dir: Path):  # noqa: A001 - the verb's name
+    from neurofound.tasks.spike_eval import evaluate_spike_model
+
+    model, dm = _load_for("eval", cfg)
     res = evaluate_spike_model(model, dm, report_dir=RunFolder(run_dir).report, **_eval_kwargs(cfg))
     context = {"command": f"neurofound eval ckpt={cfg.ckpt}", "model": type(model).__name__,
                "data": _describe_data(cfg, dm)}
@@ -197,15 +204,9 @@ def generate(cfg: DictConfig, run_dir: Path):
     import numpy as np
 
     from neurofound.eval import plots
-    from neurofound.models.registry import load_pretrained
     from neurofound.tasks.spike_eval import generate_split, generation_metrics
 
-    _prepare(cfg)
-    if not cfg.get("ckpt"):
-        raise ValueError("generate needs ckpt=DIR|HUB_ID|CKPT (a run folder, model folder, checkpoint or Hub id)")
-    model = load_pretrained(cfg.ckpt)
-    dm = build_datamodule(cfg, tokenizer=model.tokenizer)
-    check_contract(model, dm, ignore_behavior=True)
+    model, dm = _load_for("generate", cfg)
     g = cfg.generate
     kw = dict(split=g.split, n_stretches=g.n_stretches, max_windows=g.max_windows, seed=int(cfg.seed),
               top_k=g.top_k, top_p=g.top_p, temperature=g.temperature)
