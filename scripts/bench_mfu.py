@@ -53,6 +53,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first (compilation happens here)")
     p.add_argument("--peak-size", type=int, default=None, help="GEMM size for the peak (default 4096; 512 --small)")
     p.add_argument("--peak-repeats", type=int, default=5, help="timed GEMMs for the peak (best is kept)")
+    p.add_argument("--dropout", type=float, default=None, help="residual/embedding dropout (default: the config's, 0.2)")
+    p.add_argument("--attn-dropout", type=float, default=None,
+                   help="attention-weight dropout (default: the config's, 0.2; on CPU a non-zero value forces SDPA's "
+                        "unfused path and a dropout mask the size of every attention matrix)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CPU: slow first step)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all available)")
     p.add_argument("--seed", type=int, default=0)
@@ -167,7 +171,8 @@ def run(args) -> dict:
         torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     rng = np.random.default_rng(args.seed)
-    cfg = (neuroformer_small if args.small else neuroformer_base)(n_neurons=args.n_neurons)
+    drop = {k: v for k, v in (("dropout", args.dropout), ("attn_dropout", args.attn_dropout)) if v is not None}
+    cfg = (neuroformer_small if args.small else neuroformer_base)(n_neurons=args.n_neurons, **drop)
     torch.manual_seed(args.seed)
     model = Neuroformer(cfg).train()
     batch = make_batch(cfg, args.batch, args.rate, rng)
@@ -211,6 +216,8 @@ def run(args) -> dict:
         "bench": "mfu",
         "model": "neuroformer_small" if args.small else "neuroformer_base",
         "compile": bool(args.compile),
+        "dropout": cfg.dropout,
+        "attn_dropout": cfg.attn_dropout,
         "mfu": achieved / peak,
         "mfu_with_optimizer": step_flops / (sec + osec) / peak,
         "achieved_flops": achieved,
