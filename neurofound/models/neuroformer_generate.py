@@ -20,6 +20,8 @@ benchmarks and cache-on/off comparisons generate the same, fixed number of token
 
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from neurofound.nn.attention import KVCache
+
+log = logging.getLogger(__name__)
 
 _CONTEXT_KEYS = ("id_prev", "dt_prev", "frames", "behavior", "behavior_dt")
 
@@ -418,6 +422,9 @@ def generate(model, batch: dict, *, mode: str = "true_past", tokenizer=None, use
         seg_start = {s: curr_start[rows].min() for s, rows in order.items()}
         gen_t = {s: [] for s in order}  # generated spike times / units per segment so far
         gen_u = {s: [] for s in order}
+        # one summary instead of the tokenizer's per-call truncation warning for every rebuilt past window
+        tok_log = logging.getLogger(type(tokenizer).__module__)
+        n_truncated = 0
         for k in range(max(len(r) for r in order.values())):
             rows = [(s, r[k]) for s, r in order.items() if len(r) > k]
             prev_ids, prev_dts = [], []
@@ -427,7 +434,12 @@ def generate(model, batch: dict, *, mode: str = "true_past", tokenizer=None, use
                 before = real_t < seg_start[s] - 1e-9
                 t_all = np.concatenate([real_t[before]] + gen_t[s])
                 u_all = np.concatenate([real_u[before]] + gen_u[s]).astype(np.int64)
-                enc = tokenizer.encode(t_all, u_all, intervals[r : r + 1])
+                tok_log.disabled, was_disabled = True, tok_log.disabled
+                try:
+                    enc = tokenizer.encode(t_all, u_all, intervals[r : r + 1])
+                finally:
+                    tok_log.disabled = was_disabled
+                n_truncated += int(enc["n_truncated_prev"][0] > 0)
                 prev_ids.append(torch.as_tensor(enc["id_prev"][0, :-1].astype(np.int64)))
                 prev_dts.append(torch.as_tensor(enc["dt_prev"][0, :-1].astype(np.int64)))
             index = torch.as_tensor([r for _, r in rows], device=dev)
@@ -441,6 +453,9 @@ def generate(model, batch: dict, *, mode: str = "true_past", tokenizer=None, use
                 t, u = _spikes(i_[j], d_[j], cfg, float(curr_start[r]))
                 gen_t[s].append(t)
                 gen_u[s].append(u)
+        if n_truncated:
+            log.warning("own-past generation: %d of %d rebuilt past windows held more than block_size_prev - 2 "
+                        "generated spikes and were truncated (the earliest dropped)", n_truncated, B)
 
     times, units, window = [], [], []
     for r in range(B):
