@@ -159,7 +159,7 @@ def train(cfg: DictConfig, run_dir: Path):
     if not trainer.fast_dev_run:
         # last.ckpt is the final model (the callback saves it after validations, which need not
         # coincide with the last step); every rank calls it, rank 0 writes (atomically)
-        trainer.save_checkpoint(Path(run_dir) / "checkpoints" / "last.ckpt")
+        trainer.save_checkpoint(RunFolder(run_dir).checkpoints / "last.ckpt")
     if trainer.global_rank != 0:
         return None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}

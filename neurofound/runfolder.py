@@ -71,9 +71,6 @@ class RunFolder:
         atomic_write_text(self.metrics_path, json.dumps(dict(sorted(current.items())), indent=2) + "\n")
         return self.metrics_path
 
-    def read_metrics(self) -> dict[str, Any]:
-        return json.loads(self.metrics_path.read_text()) if self.metrics_path.exists() else {}
-
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint IO that writes to a temporary file, fsyncs, then renames.

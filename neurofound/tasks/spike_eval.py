@@ -6,6 +6,7 @@ Everything here hands arrays to `neurofound.eval`; nothing parses configs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -114,8 +115,7 @@ def teacher_forced(model, loader, *, split: str = "test", attention: conn.Attent
         if beh_true[v]:
             y, p = np.concatenate(beh_true[v]), np.concatenate(beh_pred[v])
             s = M.behavior_scores(y, p)
-            metrics[f"{split}/behavior_r"] = s["r"] if len(cfg.behavior_targets) == 1 else metrics.get(
-                f"{split}/behavior_r", s["r"])
+            metrics.setdefault(f"{split}/behavior_r", s["r"])  # headline: the first target variable
             metrics[f"{split}/behavior_{v}_r"] = s["r"]
             metrics[f"{split}/behavior_{v}_r2"] = s["r2"]
             if len(cfg.behavior_targets) == 1:
@@ -221,12 +221,9 @@ def generate_split(model, dm, *, split: str = "test", mode: str = "own_past", n_
         batch = _to(ds.__getitems__(idx.tolist()), dev)
         results.append((model.generate(batch, mode="true_past", generator=gen, **kw), start))
     # merge the per-batch results into one (window indices offset by the batch start)
-    first = results[0][0]
     merged = {k: np.concatenate([getattr(r, k) + (off if k == "window" else 0) for r, off in results])
               for k in ("spike_times", "unit_ids", "window", "segment", "intervals", "segments")}
-    first.spike_times, first.unit_ids, first.window = merged["spike_times"], merged["unit_ids"], merged["window"]
-    first.segment, first.intervals, first.segments = merged["segment"], merged["intervals"], merged["segments"]
-    return first, rows
+    return dataclasses.replace(results[0][0], **merged), rows
 
 
 def generation_metrics(result, rows: np.ndarray, dm, *, split: str, suffix: str = "",
