@@ -1,23 +1,41 @@
-"""Data layer: records, readers, simulators, splits and datamodules (see docs/architecture.md)."""
+"""Data layer: records, input contracts, readers, simulators, splits and datamodules.
 
-from neurofound.data.cache import cache_root, cached_recording, config_hash
-from neurofound.data.datamodule import SpikeDataModule
-from neurofound.data.nwb import read_nwb
-from neurofound.data.records import SpikeRecording
-from neurofound.data.simulate import DEFAULT_CONFIG, lif_config, simulate_lif_network
-from neurofound.data.splits import Splits, check_no_leakage, split_intervals
+Import-light: names are resolved on first access, so `from neurofound.data.contracts import ...`
+(used by models) does not import Lightning, brian2 or pynwb.
+"""
 
-__all__ = [
-    "DEFAULT_CONFIG",
-    "SpikeDataModule",
-    "SpikeRecording",
-    "Splits",
-    "cache_root",
-    "cached_recording",
-    "check_no_leakage",
-    "config_hash",
-    "lif_config",
-    "read_nwb",
-    "simulate_lif_network",
-    "split_intervals",
-]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "DEFAULT_CONFIG": "neurofound.data.simulate",
+    "InputContract": "neurofound.data.contracts",
+    "SensorContract": "neurofound.data.contracts",
+    "SpikeContract": "neurofound.data.contracts",
+    "SpikeDataModule": "neurofound.data.datamodule",
+    "SpikeRecording": "neurofound.data.records",
+    "Splits": "neurofound.data.splits",
+    "VolumeContract": "neurofound.data.contracts",
+    "VoxelContract": "neurofound.data.contracts",
+    "cache_root": "neurofound.data.cache",
+    "cached_recording": "neurofound.data.cache",
+    "check_no_leakage": "neurofound.data.splits",
+    "config_hash": "neurofound.data.cache",
+    "lif_config": "neurofound.data.simulate",
+    "read_nwb": "neurofound.data.nwb",
+    "simulate_lif_network": "neurofound.data.simulate",
+    "split_intervals": "neurofound.data.splits",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'neurofound.data' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__
