@@ -2,9 +2,10 @@
 
 ```
 <run>/
-  metrics.json      flat {"split/metric": value} of the final evaluation
+  config.yaml       the resolved config actually used (after merging a model's recorded data config)
+  metrics.json      flat {"split/metric": value} of the final evaluation (replaced by a re-run)
   checkpoints/      Lightning checkpoints (last.ckpt and best), written atomically
-  model/            Hugging Face format: config.json, model.safetensors, README.md (+ tokenizer/)
+  model/            Hugging Face format: config.json, model.safetensors, training.json, README.md (+ tokenizer/)
   report/           PNG plots and report.md
 ```
 """
@@ -59,14 +60,24 @@ class RunFolder:
     def metrics_path(self) -> Path:
         return self.root / "metrics.json"
 
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    def write_config(self, text: str) -> Path:
+        """Write `config.yaml` (the resolved config of this run)."""
+        return atomic_write_text(self.config_path, text)
+
+    def read_metrics(self) -> dict[str, Any]:
+        return json.loads(self.metrics_path.read_text()) if self.metrics_path.exists() else {}
+
     def write_metrics(self, metrics: Mapping[str, Any]) -> Path:
-        """Write (merge into) `metrics.json`: a flat, sorted `{"split/name": value}` dict."""
+        """Write `metrics.json`: a flat, sorted `{"split/name": value}` dict. A re-run into the same
+        folder replaces the file, so no stale key of an earlier run survives."""
         current: dict[str, Any] = {}
-        if self.metrics_path.exists():
-            current = json.loads(self.metrics_path.read_text())
         for key, value in metrics.items():
             if "/" not in key:
-                raise ValueError(f"metric name {key!r} must be 'split/name' (e.g. 'test/id_loss')")
+                raise ValueError(f"metric name {key!r} must be 'split/name' (e.g. 'test/id_loss')")  # a bug, not the user's
             current[key] = _jsonable(value)
         atomic_write_text(self.metrics_path, json.dumps(dict(sorted(current.items())), indent=2) + "\n")
         return self.metrics_path

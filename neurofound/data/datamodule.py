@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from neurofound.data.contracts import SpikeContract
 from neurofound.data.records import SpikeRecording
 from neurofound.data.splits import SPLITS, Splits, check_no_leakage, split_intervals
 
@@ -352,28 +353,15 @@ class SpikeDataModule(L.LightningDataModule):
         fw = float(_tok_param(self.tokenizer, "frame_window"))
         return max(1, math.ceil(rate * fw - 1e-6))
 
-    def input_contract(self) -> dict[str, Any]:
-        """What a model trained on this data expects (goes into the model card)."""
+    def input_contract(self) -> SpikeContract:
+        """The input contract of this data (stored with a model trained on it, checked on new data)."""
         tok, rec = self.tokenizer, self.recording
-        self.setup()
-        return {
-            "n_neurons": rec.n_neurons,
-            "dt": float(_tok_param(tok, "dt")),
-            "window": self.window,
-            "window_prev": self.window_prev,
-            "block_size": int(_tok_param(tok, "block_size")),
-            "block_size_prev": int(_tok_param(tok, "block_size_prev")),
-            "frame_window": float(_tok_param(tok, "frame_window")),
-            "frame_rate": float(_tok_param(tok, "frame_rate")),
-            "n_frames": self.n_frames if self.use_frames else 0,
-            "frame_shape": list(rec.frame_shape) if self.use_frames else None,
-            "behavior_inputs": list(self.behavior_inputs),
-            "behavior_targets": list(self.behavior_targets),
-            "behavior_rates": {
-                v: rec.behavior[v][1] for v in dict.fromkeys(self.behavior_inputs + self.behavior_targets)
-            },
-            "behavior_stats": {k: dict(v) for k, v in self.behavior_stats.items()},
-        }
+        frame_shape = (self.n_frames, *rec.frame_shape) if self.use_frames and rec.frame_shape else None
+        return SpikeContract(
+            n_neurons=rec.n_neurons, dt=float(_tok_param(tok, "dt")), window=self.window, window_prev=self.window_prev,
+            frame_shape=frame_shape, frame_rate=float(_tok_param(tok, "frame_rate")) if frame_shape else None,
+            behavior_inputs=tuple(self.behavior_inputs), behavior_targets=tuple(self.behavior_targets),
+        )
 
     def denormalize_behavior(self, name: str, values: Any) -> Any:
         """Undo the z-scoring of behaviour variable `name` (numpy array or tensor)."""

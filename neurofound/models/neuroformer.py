@@ -46,7 +46,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neurofound.errors import ConfigError, ContractError
 from neurofound.models.hub import NeurofoundHubMixin
+from neurofound.models.registry import register_family
 from neurofound.nn.attention import MultiHeadAttention
 from neurofound.tokenizers.spike import SpikeVocabulary
 
@@ -68,8 +70,10 @@ LOSS_PRESETS = ("nf15", "paper")
 class NeuroformerConfig(SpikeVocabulary):
     """Everything needed to rebuild a Neuroformer (serialised to config.json).
 
-    Vocabularies follow the SpikeTokenizer: ID 0..N-1 neurons then SOS, EOS, PAD; dt 0..K-1 numeric offsets
-    (K = round(max(window, window_prev) / dt) + 1) then SOS, EOS, PAD.
+    Only sizes that shape weights live here. Vocabularies follow the SpikeTokenizer: ID 0..N-1 neurons then
+    SOS, EOS, PAD; dt 0..K-1 numeric offsets (K = n_dt) then SOS, EOS, PAD. What a token means in time (dt,
+    windows, frame rate) is the tokenizer's: `Neuroformer.check_tokenizer` refuses a tokenizer whose sizes
+    differ. `reference_compat` is set from the same top-level setting as the tokenizer's and checked with it.
 
     behavior_targets maps a variable to {"objective": "regression"} or {"objective": "classification",
     "n_classes": C, "bin_edges": [C-1 increasing edges] (optional; without edges the target value is the class index)}.
@@ -78,11 +82,7 @@ class NeuroformerConfig(SpikeVocabulary):
     """
 
     n_neurons: int = 100
-    dt: float = 0.01
-    window: float = 0.05
-    window_prev: float = 0.05
-    frame_window: float = 0.15
-    frame_rate: float = 20.0
+    n_dt: int = 6  # numeric dt offsets K = round(max(window, window_prev) / dt) + 1 of the tokenizer
     block_size: int = 100
     block_size_prev: int = 700
     n_embd: int = 256
@@ -106,12 +106,13 @@ class NeuroformerConfig(SpikeVocabulary):
     attn_dropout: float = 0.2
     loss_preset: str = "nf15"
     loss_weights: dict[str, float] = field(default_factory=dict)
-    attention_backend: str = "auto"
     reference_compat: bool = False
 
     def __post_init__(self):
         if self.n_neurons < 1:
             raise ValueError(f"n_neurons must be >= 1, got {self.n_neurons}")
+        if self.n_dt < 1:
+            raise ValueError(f"n_dt must be >= 1, got {self.n_dt}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.n_embd % 2:
@@ -154,11 +155,6 @@ class NeuroformerConfig(SpikeVocabulary):
         if self.contrastive and "frames" in self.contrastive_vars and self.frame_shape is None:
             raise ValueError("contrastive_vars lists 'frames' but frame_shape is None (no stimulus)")
 
-    # vocabulary ------------------------------------------------------------------------------------------------
-    @property
-    def n_dt(self) -> int:
-        return int(round(max(self.window, self.window_prev) / self.dt)) + 1
-
     @property
     def frame_grid(self) -> tuple[int, int, int] | None:
         """Conv output grid (t', h', w') of the frame encoder."""
@@ -176,7 +172,7 @@ class NeuroformerConfig(SpikeVocabulary):
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown and strict:
-            raise ValueError(f"unknown NeuroformerConfig keys {unknown}; known keys: {sorted(names)}")
+            raise ConfigError(f"unknown NeuroformerConfig keys {unknown}; known keys: {sorted(names)}")
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
@@ -254,7 +250,7 @@ class Block(nn.Module):
         super().__init__()
         E = cfg.n_embd
         self.ln1 = nn.LayerNorm(E)
-        self.attn = MultiHeadAttention(E, cfg.n_head, attn_dropout=cfg.attn_dropout, backend=cfg.attention_backend)
+        self.attn = MultiHeadAttention(E, cfg.n_head, attn_dropout=cfg.attn_dropout)
         self.ln2 = nn.LayerNorm(E)
         self.mlp = nn.Sequential(nn.Linear(E, 4 * E), nn.GELU(), nn.Linear(4 * E, E))
         self.ln_f = nn.LayerNorm(E)
@@ -347,6 +343,13 @@ class NeuroformerOutput:
 # ==============================================================================================================
 # The model
 # ==============================================================================================================
+@register_family(
+    "neuroformer",
+    builders=("neuroformer_small", "neuroformer_base"),
+    recipe="neurofound.recipes.neuroformer:NeuroformerRecipe",
+    tokenizers=("spike",),
+    converter="neurofound.models.neuroformer_convert:convert",
+)
 class Neuroformer(
     nn.Module,
     NeurofoundHubMixin,
@@ -362,7 +365,6 @@ class Neuroformer(
     """
 
     config_class = NeuroformerConfig
-    model_type = "neuroformer"
     model_card_title = "Neuroformer"
     model_card_summary = (
         "Neuroformer (Antoniades et al., ICLR 2024): autoregressive next-spike (neuron ID + time offset) "
@@ -720,18 +722,28 @@ class Neuroformer(
     # ---------------------------------------------------------------------------------------------------------
     # Hub
     # ---------------------------------------------------------------------------------------------------------
+    def check_tokenizer(self, tokenizer) -> None:
+        """The tokenizer must produce this model's vocabularies, blocks, frame count and compat mode."""
+        cfg = self.config
+        want = {"n_neurons": cfg.n_neurons, "n_dt": cfg.n_dt, "block_size": cfg.block_size,
+                "block_size_prev": cfg.block_size_prev, "reference_compat": cfg.reference_compat}
+        if cfg.frame_shape is not None:
+            want["n_frames"] = cfg.frame_shape[0]
+        have = {k: getattr(tokenizer, k, None) for k in want}
+        bad = [f"{k}: model {v!r} vs tokenizer {have[k]!r}" for k, v in want.items() if have[k] != v]
+        if bad:
+            raise ContractError("the tokenizer does not fit this Neuroformer (" + "; ".join(bad) + "). Build the "
+                                "tokenizer with the model's sizes (block_size, windows / dt, frame window) and the "
+                                "same reference_compat")
+
     def model_card_fields(self) -> dict[str, Any]:
         cfg = self.config
-        return {
+        rows = {
             "n_neurons": cfg.n_neurons,
             "ID vocabulary": f"{cfg.id_vocab_size} (neurons 0..{cfg.n_neurons - 1}, SOS {cfg.id_sos}, EOS {cfg.id_eos}, PAD {cfg.id_pad})",
-            "dt resolution (s)": cfg.dt,
             "dt vocabulary": f"{cfg.dt_vocab_size} ({cfg.n_dt} offsets + SOS/EOS/PAD)",
-            "current window (s)": cfg.window,
-            "past window (s)": cfg.window_prev,
             "block size current / past": f"{cfg.block_size} / {cfg.block_size_prev}",
             "frames (n_frames, height, width)": cfg.frame_shape if cfg.frame_shape is not None else "none",
-            "frame window (s) / rate (Hz)": f"{cfg.frame_window:g} / {cfg.frame_rate:g}",
             "behaviour inputs": cfg.behavior_inputs,
             "behaviour targets": {k: v.get("objective", "regression") for k, v in cfg.behavior_targets.items()},
             "width / heads": f"{cfg.n_embd} / {cfg.n_head}",
@@ -739,12 +751,11 @@ class Neuroformer(
                                                              f"{cfg.n_stimulus_layers} / {cfg.n_behavior_layers}",
             "reference_compat": cfg.reference_compat,
         }
-
-    @classmethod
-    def _load_tokenizer(cls, directory):
-        from neurofound.tokenizers.spike import SpikeTokenizer
-
-        return SpikeTokenizer.from_pretrained(directory)
+        tok = getattr(self, "tokenizer", None)
+        if tok is not None:
+            rows["tokenizer"] = (f"{tok.name}: dt {tok.dt:g} s, windows {tok.window:g} / {tok.window_prev:g} s, "
+                                 f"frames {tok.frame_window:g} s at {tok.frame_rate:g} Hz")
+        return rows
 
 
 # ==============================================================================================================
@@ -752,9 +763,8 @@ class Neuroformer(
 # ==============================================================================================================
 def neuroformer_small(**overrides) -> NeuroformerConfig:
     """CPU size for the quickstart: 100 neurons, E=64, 4 heads, 2 layers per stack, blocks 40 / 80,
-    frames 3 x 32 x 56 at 20 Hz (kernel [3, 8, 8] -> 28 frame tokens), windows 0.05 / 0.05 / 0.15 s, dt 0.01 s."""
-    cfg = dict(n_neurons=100, dt=0.01, window=0.05, window_prev=0.05, frame_window=0.15, frame_rate=20.0,
-               block_size=40, block_size_prev=80, n_embd=64, n_head=4, n_state_layers=2, n_history_layers=2,
+    3 x 32 x 56 frames (kernel [3, 8, 8] -> 28 frame tokens), 6 dt offsets (50 ms windows at 10 ms)."""
+    cfg = dict(n_neurons=100, n_dt=6, block_size=40, block_size_prev=80, n_embd=64, n_head=4, n_state_layers=2, n_history_layers=2,
                n_stimulus_layers=2, n_behavior_layers=2, frame_shape=[3, 32, 56], frame_kernel=[3, 8, 8],
                dropout=0.1, attn_dropout=0.1)
     cfg.update(overrides)
@@ -764,9 +774,8 @@ def neuroformer_small(**overrides) -> NeuroformerConfig:
 def neuroformer_base(**overrides) -> NeuroformerConfig:
     """The public code's Visnav-lateral config: E=256, 8 heads, 6/6/6 layers, blocks 100 / 700, windows
     0.05 / 0.05 / 0.15 s, dt 0.01 s, frames 3 x 64 x 112 with kernel [3, 5, 5] (264 frame tokens), dropout 0.2."""
-    cfg = dict(n_neurons=2023, dt=0.01, window=0.05, window_prev=0.05, frame_window=0.15, frame_rate=20.0,
-               block_size=100, block_size_prev=700, n_embd=256, n_head=8, n_state_layers=6, n_history_layers=6,
-               n_stimulus_layers=6, n_behavior_layers=4, frame_shape=[3, 64, 112], frame_kernel=[3, 5, 5],
+    cfg = dict(n_neurons=2023, n_dt=6, block_size=100, block_size_prev=700, n_embd=256, n_head=8, n_state_layers=6,
+               n_history_layers=6, n_stimulus_layers=6, n_behavior_layers=4, frame_shape=[3, 64, 112], frame_kernel=[3, 5, 5],
                dropout=0.2, attn_dropout=0.2)
     cfg.update(overrides)
     return NeuroformerConfig(**cfg)

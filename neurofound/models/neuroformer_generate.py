@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from neurofound.errors import ConfigError, DataError
 from neurofound.nn.attention import KVCache
 
 log = logging.getLogger(__name__)
@@ -356,12 +357,10 @@ def generate_block(model, ctx_batch: dict, *, use_cache: bool, generator, id_sam
     return ids, dts, n_tokens
 
 
-def _window_starts(tokenizer, cfg, intervals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(current start, past start) of each interval, by the tokenizer's own window rules when available."""
-    if tokenizer is not None:
-        enc = tokenizer.encode(np.zeros(0), np.zeros(0, dtype=np.int64), intervals)
-        return enc["curr_window"][:, 0], enc["prev_window"][:, 0]
-    return intervals - cfg.window, intervals - cfg.window - cfg.window_prev
+def _window_starts(tokenizer, intervals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(current start, past start) of each interval, by the tokenizer's own window rules."""
+    enc = tokenizer.encode(np.zeros(0), np.zeros(0, dtype=np.int64), intervals)
+    return enc["curr_window"][:, 0], enc["prev_window"][:, 0]
 
 
 @torch.no_grad()
@@ -375,7 +374,7 @@ def generate(model, batch: dict, *, mode: str = "true_past", tokenizer=None, use
         batch: id_prev, dt_prev (B, Sp) real past tokens; frames / behavior / behavior_dt when the model uses
             them; interval (B,) window end times (needed for spike times and own_past); segment (B,) (default 0).
         mode: "true_past" or "own_past" (see the module docstring).
-        tokenizer: SpikeTokenizer for own_past (default `model.tokenizer`).
+        tokenizer: the SpikeTokenizer that gives tokens their time (dt, windows); default `model.tokenizer`.
         use_cache: KV-cached decoding (True) or a full forward per token (False).
         generator: torch.Generator for reproducible sampling.
         top_k, top_p, temperature: ID sampling; top_k_dt, top_p_dt, temperature_dt: dt sampling.
@@ -384,18 +383,23 @@ def generate(model, batch: dict, *, mode: str = "true_past", tokenizer=None, use
         max_new_tokens: stop every window after this many tokens (None = at the block end, block_size - 1).
     """
     if mode not in ("true_past", "own_past"):
-        raise ValueError(f"mode must be 'true_past' or 'own_past', got {mode!r}")
+        raise ConfigError(f"mode must be 'true_past' or 'own_past', got {mode!r}")
     cfg = model.config
     if not isinstance(min_new_tokens, int) or min_new_tokens < 0:
-        raise ValueError(f"min_new_tokens must be an int >= 0, got {min_new_tokens!r}")
+        raise ConfigError(f"min_new_tokens must be an int >= 0, got {min_new_tokens!r}")
     if max_new_tokens is not None and (not isinstance(max_new_tokens, int) or max_new_tokens < 1):
-        raise ValueError(f"max_new_tokens must be None or an int >= 1, got {max_new_tokens!r}")
+        raise ConfigError(f"max_new_tokens must be None or an int >= 1, got {max_new_tokens!r}")
     was_training = model.training
     model.eval()
     tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise ConfigError("generation places spikes in time with the tokenizer's dt and windows: pass tokenizer= or "
+                          "attach one as model.tokenizer")
+    model.check_tokenizer(tokenizer)
     B = batch["id_prev"].shape[0]
     dev = batch["id_prev"].device
-    intervals = np.asarray(batch["interval"].cpu() if "interval" in batch else np.full(B, cfg.window), dtype=np.float64)
+    intervals = np.asarray(batch["interval"].cpu() if "interval" in batch else np.full(B, tokenizer.window),
+                           dtype=np.float64)
     segments = np.asarray(batch["segment"].cpu() if "segment" in batch else np.zeros(B), dtype=np.int64)
     id_s = dict(top_k=top_k, top_p=top_p, temperature=temperature)
     dt_s = dict(top_k=top_k_dt, top_p=top_p_dt, temperature=temperature_dt)
@@ -404,19 +408,14 @@ def generate(model, batch: dict, *, mode: str = "true_past", tokenizer=None, use
     dts = torch.full_like(ids, cfg.dt_pad)
     n_tok = torch.zeros(B, dtype=torch.long, device=dev)
     id_prev_used, dt_prev_used = batch["id_prev"].clone(), batch["dt_prev"].clone()
-    curr_start, prev_start = _window_starts(tokenizer, cfg, intervals)
+    curr_start, prev_start = _window_starts(tokenizer, intervals)
 
     if mode == "true_past" or cfg.reference_compat:
         ids, dts, n_tok = generate_block(model, batch, use_cache=use_cache, generator=generator,
                                          id_sampling=id_s, dt_sampling=dt_s, **lengths)
     else:
-        if tokenizer is None:
-            raise ValueError("own_past generation rebuilds past tokens with a SpikeTokenizer: pass tokenizer= or "
-                             "attach one as model.tokenizer")
         if "interval" not in batch:
-            raise ValueError("own_past generation needs batch['interval'] (window end times) to place spikes")
-        if (tokenizer.block_size_prev, tokenizer.n_neurons) != (cfg.block_size_prev, cfg.n_neurons):
-            raise ValueError("the tokenizer's block_size_prev / n_neurons do not match the model config")
+            raise DataError("own_past generation needs batch['interval'] (window end times) to place spikes")
         order = {s: np.flatnonzero(segments == s)[np.argsort(intervals[segments == s], kind="stable")]
                  for s in np.unique(segments)}
         seg_start = {s: curr_start[rows].min() for s, rows in order.items()}
@@ -450,7 +449,7 @@ def generate(model, batch: dict, *, mode: str = "true_past", tokenizer=None, use
                                         id_sampling=id_s, dt_sampling=dt_s, **lengths)
             ids[index], dts[index], n_tok[index] = i_, d_, n_
             for j, (s, r) in enumerate(rows):
-                t, u = _spikes(i_[j], d_[j], cfg, float(curr_start[r]))
+                t, u = _spikes(i_[j], d_[j], cfg, float(curr_start[r]), tokenizer.dt)
                 gen_t[s].append(t)
                 gen_u[s].append(u)
         if n_truncated:
@@ -459,7 +458,7 @@ def generate(model, batch: dict, *, mode: str = "true_past", tokenizer=None, use
 
     times, units, window = [], [], []
     for r in range(B):
-        t, u = _spikes(ids[r], dts[r], cfg, float(curr_start[r]))
+        t, u = _spikes(ids[r], dts[r], cfg, float(curr_start[r]), tokenizer.dt)
         times.append(t)
         units.append(u)
         window.append(np.full(len(t), r, dtype=np.int64))
@@ -472,8 +471,8 @@ def generate(model, batch: dict, *, mode: str = "true_past", tokenizer=None, use
     )
 
 
-def _spikes(ids: torch.Tensor, dts: torch.Tensor, cfg, start: float) -> tuple[np.ndarray, np.ndarray]:
+def _spikes(ids: torch.Tensor, dts: torch.Tensor, cfg, start: float, dt: float) -> tuple[np.ndarray, np.ndarray]:
     """Neuron events of one generated sequence -> (times = window start + dt offset, unit ids)."""
     ids, dts = ids.cpu().numpy(), dts.cpu().numpy()
     ok = (ids < cfg.n_neurons) & (dts < cfg.n_dt)
-    return start + dts[ok].astype(np.float64) * cfg.dt, ids[ok].astype(np.int64)
+    return start + dts[ok].astype(np.float64) * dt, ids[ok].astype(np.int64)

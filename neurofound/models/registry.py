@@ -1,4 +1,17 @@
-"""Model families by name, and loading a model from whatever a user points at.
+"""Model families: one registration each, and loading a model from whatever a user points at.
+
+A family registers its model class, size builders, recipe, tokenizers and converter in one place,
+a decorator on its model class::
+
+    @register_family("neuroformer", builders=("neuroformer_small", "neuroformer_base"),
+                     recipe="neurofound.recipes.neuroformer:NeuroformerRecipe",
+                     tokenizers=("spike",), converter="neurofound.models.neuroformer_convert:convert")
+    class Neuroformer(NeurofoundHubMixin, nn.Module): ...
+
+The recipe and converter are named by `"module:attribute"` strings and resolved only when asked
+for, so a model never imports a recipe. Families are found by importing the modules of
+`neurofound.models` on the first lookup, the modules a config lists under `plugins`
+(`import_plugins`) and the `neurofound.plugins` entry points.
 
 `load_pretrained(spec)` accepts a run folder (uses its `model/`), a model folder written by
 `save_pretrained`, a Lightning checkpoint (`.ckpt`, read with `torch.load(weights_only=True)`),
@@ -9,83 +22,178 @@ from __future__ import annotations
 
 import importlib
 import json
+import pkgutil
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
-import torch
+from neurofound.errors import CheckpointError, ConfigError, MissingFileError, UnknownNameError
 
-# family -> (module, class, size builders)
-FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "neuroformer": ("neurofound.models.neuroformer", "Neuroformer", ("neuroformer_small", "neuroformer_base")),
-}
+PLUGIN_GROUP = "neurofound.plugins"
 
 
-def family_class(name: str):
-    if name not in FAMILIES:
-        raise ValueError(f"unknown model family {name!r}; available: {', '.join(sorted(FAMILIES))}")
-    module, cls, _ = FAMILIES[name]
-    return getattr(importlib.import_module(module), cls)
+@dataclass
+class Family:
+    """Everything neurofound knows about one model family."""
+
+    name: str
+    model_class: type
+    builders: tuple[str, ...] = ()
+    recipe: str | type | None = None
+    tokenizers: tuple[str, ...] = ()
+    converter: str | Callable | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def builder(self, name: str) -> Callable:
+        """The size builder `name` (a function of the model's module)."""
+        if name not in self.builders:
+            raise UnknownNameError(f"family {self.name!r} has no size builder {name!r}; sizes: {list(self.builders)}")
+        return getattr(sys.modules[self.model_class.__module__], name)
+
+    def recipe_class(self) -> type:
+        if self.recipe is None:
+            raise UnknownNameError(f"family {self.name!r} registers no recipe, so it cannot be trained from the "
+                                   f"command line; use it from Python")
+        return resolve(self.recipe)
+
+    def converter_fn(self) -> Callable:
+        if self.converter is None:
+            raise UnknownNameError(f"family {self.name!r} has no converter for the original authors' weights; "
+                                   f"families with one: {sorted(n for n, f in families().items() if f.converter)}")
+        return resolve(self.converter)
+
+
+_FAMILIES: dict[str, Family] = {}
+_DISCOVERED = False
+
+
+def register_family(name: str, *, builders: Iterable[str] = (), recipe: str | type | None = None,
+                    tokenizers: Iterable[str] = (), converter: str | Callable | None = None, **extra):
+    """Class decorator: register a model class as family `name` (also sets `cls.model_type = name`).
+
+    Re-registering the same class (a module imported twice) is allowed; another class under a
+    taken name is an error.
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"family name must be a non-empty str, got {name!r}")
+
+    def decorator(cls: type) -> type:
+        old = _FAMILIES.get(name)
+        if old is not None and old.model_class.__qualname__ != cls.__qualname__:
+            raise ConfigError(f"family {name!r} is already registered to {old.model_class.__qualname__}")
+        cls.model_type = name
+        _FAMILIES[name] = Family(name, cls, tuple(builders), recipe, tuple(tokenizers), converter, dict(extra))
+        return cls
+
+    return decorator
+
+
+def resolve(spec: str | Any) -> Any:
+    """`"package.module:attribute"` -> the attribute (other objects are returned as they are)."""
+    if not isinstance(spec, str):
+        return spec
+    module, sep, attr = spec.partition(":")
+    if not sep:
+        raise ConfigError(f"{spec!r} is not of the form 'package.module:attribute'")
+    try:
+        obj = importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        raise UnknownNameError(f"cannot import {module!r} (named by {spec!r}): {err}") from None
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def import_plugins(modules: Iterable[str] = ()) -> None:
+    """Import `modules` (and the `neurofound.plugins` entry points) so that their families and
+    tokenizers register themselves."""
+    for module in modules or ():
+        try:
+            importlib.import_module(str(module))
+        except ModuleNotFoundError as err:
+            raise ConfigError(f"plugin module {module!r} cannot be imported ({err}); check the `plugins` key "
+                              f"and that the module is on PYTHONPATH") from None
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=PLUGIN_GROUP):
+        ep.load()
+
+
+def _discover() -> None:
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
+    import neurofound.models as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        importlib.import_module(f"{pkg.__name__}.{info.name}")
+    import_plugins()
+
+
+def families() -> dict[str, Family]:
+    """Every registered family by name (discovering the built-in ones first)."""
+    _discover()
+    return dict(sorted(_FAMILIES.items()))
+
+
+def get_family(name: str) -> Family:
+    if name not in _FAMILIES:
+        _discover()
+    if name not in _FAMILIES:
+        raise UnknownNameError(f"unknown model family {name!r}; known families: {', '.join(sorted(_FAMILIES))}")
+    return _FAMILIES[name]
+
+
+def family_class(name: str) -> type:
+    return get_family(name).model_class
 
 
 def builders() -> dict[str, str]:
     """Size builder name -> family."""
-    return {b: fam for fam, (_, _, bs) in FAMILIES.items() for b in bs}
+    return {b: fam.name for fam in families().values() for b in fam.builders}
 
 
-def checkpoint_metadata(model) -> dict[str, Any]:
-    """Plain-data description of a model stored in Lightning checkpoints (see `load_pretrained`)."""
-    tok = getattr(model, "tokenizer", None)
-    return {
-        "model_type": model.model_type,
-        "config": model.config.to_dict(),
-        "tokenizer": None if tok is None else {"name": tok.name, "config": tok.config},
-    }
-
-
-def _from_checkpoint(path: Path):
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated file, not a torch file, or pickled objects we refuse to load
-        raise ValueError(f"checkpoint {path} is corrupt or not a neurofound checkpoint ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:200]}); point at another checkpoint (e.g. last.ckpt) or the "
-                         f"run's model/ folder") from None
-    meta = ckpt.get("neurofound") if isinstance(ckpt, dict) else None
-    if meta is None or "state_dict" not in ckpt:
-        raise ValueError(f"{path} has no neurofound metadata; it was not written by `neurofound train` "
-                         f"(use `neurofound convert` for the original authors' weights)")
-    cls = family_class(meta["model_type"])
-    model = cls(cls.config_class.from_dict(meta["config"], strict=True))
-    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    from neurofound.models.hub import load_state_dict_strict
-
-    load_state_dict_strict(model, state, source=str(path))
-    if meta.get("tokenizer"):
-        from neurofound import tokenizers
-
-        tok = meta["tokenizer"]
-        model.tokenizer = tokenizers.get(tok["name"])(**tok["config"])
-    model.eval()
-    return model
+# ------------------------------------------------------------------------------------------------
+# Loading
+# ------------------------------------------------------------------------------------------------
+def _model_type(raw: dict, source: str) -> str:
+    model_type = raw.get("model_type") if isinstance(raw, dict) else None
+    if not model_type:
+        raise CheckpointError(f"{source} has no 'model_type', so its family is unknown; it was not written by "
+                              f"neurofound (use `neurofound convert` for the original authors' weights)")
+    return str(model_type)
 
 
 def load_pretrained(spec: str | Path):
-    """Load a model from a run folder, a model folder, a `.ckpt` file or a Hub id."""
+    """Load a model from a run folder, a model folder, a `.ckpt` file or a Hub id `owner/name`."""
     path = Path(str(spec)).expanduser()
     if path.is_file():
-        return _from_checkpoint(path)
+        from neurofound.models.hub import load_checkpoint
+
+        return load_checkpoint(path)
     if path.is_dir():
         if (path / "model" / "config.json").is_file():
             path = path / "model"
         cfg_file = path / "config.json"
         if not cfg_file.is_file():
-            raise FileNotFoundError(f"{path} is neither a run folder (with model/) nor a model folder (with "
-                                    f"config.json); pass a run folder, a model folder, a .ckpt file or a Hub id")
-        model_type = json.loads(cfg_file.read_text()).get("model_type", "neuroformer")
-        return family_class(model_type).from_pretrained(path)
+            raise MissingFileError(f"{path} is neither a run folder (with model/) nor a model folder (with "
+                                   f"config.json); pass a run folder, a model folder, a .ckpt file or a Hub id")
+        try:
+            raw = json.loads(cfg_file.read_text())
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f"{cfg_file} is not valid JSON ({err}); re-save or re-download the model") from None
+        return family_class(_model_type(raw, str(cfg_file))).from_pretrained(path)
     if str(spec).count("/") == 1 and not str(spec).startswith((".", "/", "~")):
         from huggingface_hub import hf_hub_download
 
-        cfg_file = hf_hub_download(str(spec), "config.json")
-        model_type = json.loads(Path(cfg_file).read_text()).get("model_type", "neuroformer")
-        return family_class(model_type).from_pretrained(str(spec))
-    raise FileNotFoundError(f"no model at {spec!r}: not a file, not a folder and not a Hub id (owner/name)")
+        try:
+            cfg_file = hf_hub_download(str(spec), "config.json")
+        except Exception as err:  # offline, unknown repo, no permission: all the user's to fix
+            raise MissingFileError(f"cannot fetch {spec!r} from the Hugging Face Hub ({type(err).__name__}: "
+                                   f"{str(err).splitlines()[0][:200]}); check the id, the network, or pass a "
+                                   f"local folder") from None
+        raw = json.loads(Path(cfg_file).read_text())
+        return family_class(_model_type(raw, f"hub:{spec}")).from_pretrained(str(spec))
+    raise MissingFileError(f"no model at {spec!r}: not a file, not a folder and not a Hub id (owner/name)")

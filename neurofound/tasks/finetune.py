@@ -1,135 +1,164 @@
-"""Few-shot behaviour decoding from a pretrained spike GPT (the paper's fine-tuning protocol).
+"""Fine-tuning for every family that has it: one task over a family's trunk / heads interface.
 
-The pretrained model is fine-tuned on a small contiguous fraction of the training split and
-compared with the same architecture trained from scratch on the same fraction, with the same
-number of steps and the same optimiser settings. Modes:
+A family describes its fine-tuning with a `FinetuneSpec` (returned by its recipe); the shared job
+(`neurofound finetune`) runs any mode of it against a from-scratch baseline:
 
-* `frozen`: the trunk is frozen; the behaviour head and behaviour blocks train on the behaviour loss.
-* `linear`: a ridge probe (alpha by contiguous cross-validation on the fraction) on pooled frozen features.
-* `full`: every parameter trains on the model's full objective (spike tokens + behaviour).
+* `frozen`: the trunk is frozen; the heads train on the downstream loss.
+* `linear`: a closed-form probe (ridge for regression, logistic for classification) on pooled frozen
+  trunk features; no gradient step.
+* `full`: every parameter trains on the spec's full objective.
+* `lora`: the trunk is frozen and its `lora_targets` linear layers get low-rank adapters
+  (`neurofound.nn.lora`, Hu et al. 2021); adapters and heads train on the downstream loss.
 
-The from-scratch baseline always trains every parameter on the full objective: a frozen random
-trunk would be a straw man.
+A mode the family does not list in `spec.modes` is a `UnsupportedError`.
 """
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
+from typing import Any, Protocol, Sequence
 
+import lightning as L
 import numpy as np
 import torch
-from hydra.utils import instantiate
+from torch import nn
 
-from neurofound.eval.probes import ridge_probe
-from neurofound.models.neuroformer import Neuroformer
-from neurofound.runfolder import RunFolder
-from neurofound.tasks.spike_eval import _to, teacher_forced
+from neurofound.errors import ConfigError, UnsupportedError
+from neurofound.tasks.optim import build_optimizer
 
-log = logging.getLogger(__name__)
+MODES = ("frozen", "linear", "full", "lora")
 
 
-def with_behavior_heads(pretrained: Neuroformer, targets: list[str]) -> Neuroformer:
-    """Copy of `pretrained` with regression heads for `targets` (new heads freshly initialised).
+class FinetuneSpec(Protocol):
+    """What a family tells the generic fine-tuning task (see docs/architecture.md, "Fine-tuning")."""
 
-    Only the new behaviour-head weights may be missing; any other difference is an error.
-    """
-    cfg = pretrained.config.to_dict()
-    cfg["behavior_targets"] = {v: {"objective": "regression"} for v in targets}
-    model = Neuroformer(type(pretrained.config).from_dict(cfg))
-    missing, unexpected = model.load_state_dict(pretrained.state_dict(), strict=False)
-    new = {k for k in missing if k.startswith("behavior_heads.")}
-    other_missing = sorted(set(missing) - new)
-    unexpected = [k for k in unexpected if not k.startswith("behavior_heads.")]
-    if other_missing or unexpected:
-        raise ValueError(f"pretrained weights do not fit: missing {other_missing}, unexpected {unexpected}")
-    model.tokenizer = pretrained.tokenizer
-    return model
+    modes: tuple[str, ...]
+    lora_targets: tuple[str, ...]
+    objective: str  # "regression" | "classification"
+
+    def prepare(self, pretrained: nn.Module, data: Any) -> nn.Module:
+        """The pretrained trunk with freshly initialised heads for the downstream targets."""
+
+    def scratch(self, model: nn.Module) -> nn.Module:
+        """The same architecture with fresh weights (the baseline)."""
+
+    def trunk(self, model: nn.Module) -> Sequence[nn.Module]:
+        """The modules frozen in `frozen` / `lora` mode and wrapped by LoRA."""
+
+    def heads(self, model: nn.Module) -> Sequence[nn.Parameter]:
+        """The parameters trained in `frozen` / `lora` mode."""
+
+    def loss(self, model: nn.Module, batch: dict, mode: str) -> torch.Tensor:
+        """The training objective of `mode` ("frozen", "lora", "full") on one batch."""
+
+    def features(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        """Pooled trunk features `(batch, dim)` for the `linear` probe."""
+
+    def labels(self, batch: dict) -> torch.Tensor:
+        """Downstream targets `(batch,)`."""
+
+    def predict(self, model: nn.Module, loader) -> tuple[np.ndarray, np.ndarray]:
+        """(y_true, y_pred) over a loader: values for regression, class ids for classification."""
 
 
-@torch.no_grad()
-def pooled_features(model, loader, var: str) -> tuple[np.ndarray, np.ndarray]:
+def configure_mode(model: nn.Module, spec: FinetuneSpec, mode: str, *, lora_rank: int = 8, lora_alpha: float = 16.0,
+                   lora_dropout: float = 0.0, lora_targets: Sequence[str] | None = None) -> list[str]:
+    """Set `requires_grad` (and wrap LoRA adapters) for `mode`; returns the LoRA-wrapped layer names."""
+    if mode not in MODES:
+        raise ConfigError(f"finetune.mode={mode!r} is not one of {', '.join(MODES)}")
+    if mode not in spec.modes:
+        raise UnsupportedError(f"finetune.mode={mode} is not available for this family; its modes: "
+                               f"{', '.join(spec.modes)}")
+    wrapped: list[str] = []
+    if mode == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return wrapped
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if mode == "lora":
+        from neurofound.nn.lora import apply_lora
+
+        targets = tuple(lora_targets or spec.lora_targets)
+        for module in spec.trunk(model):
+            wrapped += apply_lora(module, targets=targets, rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout)
+    for p in spec.heads(model):
+        p.requires_grad_(True)
+    return wrapped
+
+
+def pooled_features(model: nn.Module, spec: FinetuneSpec, loader) -> tuple[np.ndarray, np.ndarray]:
+    """Frozen pooled features and labels over a loader (for the `linear` probe)."""
+    was_training = model.training
     model.eval()
     xs, ys = [], []
     dev = next(model.parameters()).device
-    for batch in loader:
-        batch = _to(batch, dev)
-        xs.append(model.features(batch).float().cpu().numpy())
-        ys.append(batch["behavior_target"][var].reshape(-1).cpu().numpy())
+    with torch.no_grad():
+        for batch in loader:
+            batch = to_device(batch, dev)
+            xs.append(spec.features(model, batch).float().cpu().numpy())
+            ys.append(spec.labels(batch).reshape(-1).cpu().numpy())
+    model.train(was_training)
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def _train(cfg, run_dir: Path, model, dm, objective: str, *, checkpoints: bool, steps: int):
-    from neurofound.jobs import build_trainer
+def to_device(batch: Any, device) -> Any:
+    """Move every tensor of a (nested) batch to `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
 
-    ft = cfg.finetune
-    task = instantiate(cfg.task)(model=model, lr=float(ft.lr), warmup_steps=int(ft.warmup_steps),
-                                 max_steps=steps, objective=objective)
-    trainer = build_trainer(cfg, run_dir, checkpoints=checkpoints, max_steps=steps,
-                            val_check_interval=max(1, min(steps, int(cfg.trainer.val_check_interval))))
-    trainer.fit(task, datamodule=dm)
-    return trainer
+
+class FinetuneTask(L.LightningModule):
+    """Trains whatever `configure_mode` left trainable on the spec's objective of `mode`.
+
+    Args:
+        model: the model with heads (from `spec.prepare`, or `spec.scratch` for the baseline).
+        spec: the family's FinetuneSpec.
+        mode: "frozen", "lora" or "full" (`linear` has no gradient steps).
+        lr, weight_decay, warmup_steps, max_steps: AdamW with warm-up and cosine decay.
+    """
+
+    def __init__(self, model: nn.Module, spec: FinetuneSpec, mode: str, lr: float = 1e-3, weight_decay: float = 0.0,
+                 warmup_steps: int = 0, max_steps: int = 100):
+        super().__init__()
+        if mode not in ("frozen", "lora", "full"):
+            raise ConfigError(f"FinetuneTask trains modes frozen, lora and full, not {mode!r}")
+        self.model = model
+        self.spec = spec
+        self.mode = mode
+        self.save_hyperparameters(ignore=["model", "spec"])
+
+    def training_step(self, batch, batch_idx):
+        loss = self.spec.loss(self.model, batch, self.mode)
+        self.log("train/loss", loss, prog_bar=True, batch_size=_batch_size(batch))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/loss", self.spec.loss(self.model, batch, self.mode), batch_size=_batch_size(batch),
+                 sync_dist=True)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        return build_optimizer(self.model, hp.lr, hp.weight_decay, (0.9, 0.95), hp.warmup_steps, hp.max_steps)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if hasattr(self.model, "checkpoint_metadata"):
+            checkpoint["neurofound"] = self.model.checkpoint_metadata()
 
 
-def run_finetune(cfg, run_dir: Path, mode: str):
-    from neurofound.jobs import build_datamodule, check_contract
-    from neurofound.models.registry import load_pretrained
+def _batch_size(batch: Any) -> int:
+    if isinstance(batch, dict):
+        for v in batch.values():
+            if isinstance(v, torch.Tensor) and v.dim() > 0:
+                return int(v.shape[0])
+    return 1
 
-    pretrained = load_pretrained(cfg.init)
-    if pretrained.config.behavior_targets:
-        log.warning("the pretrained model already has behaviour heads %s: it saw behaviour labels during "
-                    "pretraining, so this is not a label-free few-shot comparison",
-                    sorted(pretrained.config.behavior_targets))
-    targets = list(cfg.finetune.targets or [])
-    if not targets:
-        raise ValueError("finetune needs a behaviour variable to decode: set finetune.targets=[speed] "
-                         "(or data.behavior=[your variable])")
-    dm = build_datamodule(cfg, tokenizer=pretrained.tokenizer, behavior_targets=targets)
-    check_contract(pretrained, dm)
-    var = targets[0]
-    steps = int(cfg.finetune.steps)
-    if int(cfg.trainer.get("fast_dev_run") or 0):
-        steps = 1
-    rf = RunFolder(run_dir)
-    metrics: dict[str, float] = {"finetune/train_windows": len(dm.intervals["train"]),
-                                 "finetune/train_fraction": float(dm.train_fraction), "finetune/steps": steps}
 
-    # 1. the pretrained model, adapted by `mode`
-    model = with_behavior_heads(pretrained, targets)
-    if mode == "linear":
-        tr_x, tr_y = pooled_features(model, dm.dataloader("train"), var)
-        te_x, te_y = pooled_features(model, dm.dataloader("test"), var)
-        probe = ridge_probe(tr_x, tr_y, te_x, te_y)
-        y_true, y_pred = te_y, probe["pred"]
-        metrics.update({"test/behavior_r": probe["r"], "test/behavior_r2": probe["r2"],
-                        "finetune/ridge_alpha": probe["alpha"]})
-    else:
-        if mode == "frozen":
-            for p in model.trunk_parameters():
-                p.requires_grad_(False)
-        objective = "behavior" if mode == "frozen" else "total"
-        _train(cfg, run_dir, model, dm, objective, checkpoints=True, steps=steps)
-        tf, beh = teacher_forced(model, dm.dataloader("test"))
-        metrics.update({"test/behavior_r": tf["test/behavior_r"], "test/behavior_r2": tf["test/behavior_r2"],
-                        "test/id_loss": tf["test/id_loss"], "test/id_acc": tf["test/id_acc"]})
-        y_true, y_pred = beh[var]
-    for p in model.parameters():
-        p.requires_grad_(True)
-
-    # 2. the same architecture from scratch, same fraction, same steps, same optimiser settings
-    torch.manual_seed(int(cfg.seed))
-    scratch = Neuroformer(type(model.config).from_dict(model.config.to_dict()))
-    scratch.tokenizer = model.tokenizer
-    _train(cfg, run_dir, scratch, dm, "total", checkpoints=False, steps=steps)
-    tf_s, _ = teacher_forced(scratch, dm.dataloader("test"))
-    metrics.update({"test/behavior_r_scratch": tf_s["test/behavior_r"],
-                    "test/behavior_r2_scratch": tf_s["test/behavior_r2"]})
-    log.info("behaviour r (%s, fraction %g): fine-tuned %.3f vs from scratch %.3f", mode, dm.train_fraction,
-             metrics["test/behavior_r"], metrics["test/behavior_r_scratch"])
-
-    from neurofound.eval import plots
-
-    y_t = dm.denormalize_behavior(var, np.asarray(y_true)) if var in dm.behavior_stats else y_true
-    y_p = dm.denormalize_behavior(var, np.asarray(y_pred)) if var in dm.behavior_stats else y_pred
-    figures = {"behavior": plots.plot_behavior(y_t, y_p, rf.report / "behavior.png", name=var)}
-    return metrics, figures, model, dm
+def count_trainable(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), total

@@ -136,14 +136,32 @@ class Tokenizer:
         from neurofound import __version__
 
         payload = {"tokenizer": self.name, "neurofound_version": __version__, "config": self.config}
-        (directory / CONFIG_NAME).write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-        if self._has_state():
-            from safetensors.torch import save_file
+        from neurofound.io import atomic_write_text
 
-            # contiguous CPU copies: safetensors refuses views and shared storage.
-            state = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}  # type: ignore[attr-defined]
-            save_file(state, str(directory / WEIGHTS_NAME))
+        atomic_write_text(directory / CONFIG_NAME, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+        if self._has_state():
+            from neurofound.weights import atomic_save_state_dict
+
+            atomic_save_state_dict(self.state_dict(), directory / WEIGHTS_NAME)  # type: ignore[attr-defined]
         return directory
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], *, source: str = "the config") -> "Tokenizer":
+        """Build from a saved config dict; unknown keys are an error (a typo never falls back to a default).
+
+        A learned tokenizer built this way has freshly initialised weights: load them afterwards
+        (`from_pretrained` does, and a model checkpoint restores them with the model's state dict).
+        """
+        from neurofound.errors import ConfigError
+
+        allowed = set(cls.config_keys())
+        unknown = sorted(set(config) - allowed)
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown config key(s) {unknown} for tokenizer {cls.name!r}; allowed keys are "
+                f"{sorted(allowed)}. Remove or rename them."
+            )
+        return cls(**config)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "Tokenizer":
@@ -164,19 +182,23 @@ class Tokenizer:
             ValueError: the config names a different tokenizer, or holds keys the constructor does not
                 accept (strict, so that a typo never silently falls back to a default).
         """
+        from neurofound.errors import CheckpointError
+
         directory = Path(directory)
         path = directory / CONFIG_NAME
         if not path.is_file():
-            raise FileNotFoundError(
+            from neurofound.errors import MissingFileError
+
+            raise MissingFileError(
                 f"no {CONFIG_NAME} in {directory} (folder exists: {directory.is_dir()}); pass the folder written "
                 "by tokenizer.save_pretrained(...), e.g. <model dir>/tokenizer."
             )
         try:
             payload = json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON ({err}); re-save the tokenizer with save_pretrained.") from err
+            raise CheckpointError(f"{path} is not valid JSON ({err}); re-save the tokenizer with save_pretrained.") from None
         if not isinstance(payload, dict) or "tokenizer" not in payload or "config" not in payload:
-            raise ValueError(
+            raise CheckpointError(
                 f"{path} must be a JSON object with the fields 'tokenizer' (registered name) and 'config'; "
                 f"found {sorted(payload) if isinstance(payload, dict) else type(payload).__name__}."
             )
@@ -186,26 +208,21 @@ class Tokenizer:
 
         target = get(name) if cls is Tokenizer else cls
         if cls is not Tokenizer and cls.name != name:
-            raise ValueError(
+            raise CheckpointError(
                 f"{path} holds a {name!r} tokenizer, not {cls.name!r}; load it with "
                 f"neurofound.tokenizers.get({name!r}).from_pretrained(...) or Tokenizer.from_pretrained(...)."
             )
-        allowed = set(target.config_keys())
-        unknown = sorted(set(config) - allowed)
-        if unknown:
-            raise ValueError(
-                f"{path}: unknown config key(s) {unknown} for tokenizer {name!r}; allowed keys are "
-                f"{sorted(allowed)}. Remove or rename them."
-            )
-        tokenizer = target(**config)
+        tokenizer = target.from_config(config, source=str(path))
         if tokenizer._has_state():
             weights = directory / WEIGHTS_NAME
             if not weights.is_file():
-                raise FileNotFoundError(
+                from neurofound.errors import MissingFileError
+
+                raise MissingFileError(
                     f"{name!r} is a learned tokenizer but {weights} is missing; copy the whole folder written by "
                     "save_pretrained (config AND weights)."
                 )
-            from safetensors.torch import load_file
+            from neurofound.weights import load_state_dict_strict, read_safetensors
 
-            tokenizer.load_state_dict(load_file(str(weights)), strict=True)  # type: ignore[attr-defined]
+            load_state_dict_strict(tokenizer, read_safetensors(weights), source=str(weights))
         return tokenizer
