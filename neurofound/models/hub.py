@@ -21,14 +21,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
 
-from neurofound.io import atomic_write_text
+from neurofound.io import atomic_install_dir, atomic_save_file, atomic_write_text, make_temp_dir
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -40,35 +39,12 @@ TOKENIZER_DIR = "tokenizer"
 # Atomic writes
 # --------------------------------------------------------------------------------------------------------------
 def atomic_save_state_dict(state_dict: dict[str, torch.Tensor], path: str | Path, metadata: dict | None = None) -> Path:
-    """Save tensors as safetensors through a temporary file and `os.replace`."""
+    """Save tensors as safetensors through a temporary file and `os.replace` (see `neurofound.io`)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        # contiguous copies: safetensors refuses views and shared storage
-        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
-        save_file(tensors, tmp, metadata=metadata or {"format": "pt"})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_install_dir(src: Path, dst: Path) -> None:
-    """Move every file of the staged folder `src` into `dst` with `os.replace`, file by file.
-
-    Files already in `dst` that the save does not produce (e.g. a run folder's extras) are kept.
-    """
-    dst.mkdir(parents=True, exist_ok=True)
-    for root, _dirs, files in os.walk(src):
-        rel = Path(root).relative_to(src)
-        (dst / rel).mkdir(parents=True, exist_ok=True)
-        for name in files:
-            os.replace(Path(root) / name, dst / rel / name)
+    # contiguous copies: safetensors refuses views and shared storage
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
+    return atomic_save_file(path, lambda tmp: save_file(tensors, tmp, metadata=metadata or {"format": "pt"}))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -233,7 +209,7 @@ class NeurofoundHubMixin(PyTorchModelHubMixin):
         metrics = metrics if metrics is not None else card.get("metrics")
         save_directory = Path(save_directory)
         save_directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{save_directory.name}.staging-", dir=save_directory.parent))
+        staging = make_temp_dir(save_directory.parent, prefix=f".{save_directory.name}.staging-")
         try:
             save_config(staging, {"model_type": self.model_type, **self.config.to_dict()})
             atomic_save_state_dict(self.state_dict(), staging / WEIGHTS_NAME)
