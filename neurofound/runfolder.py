@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from neurofound.io import atomic_write_bytes, atomic_write_text
+from neurofound.io import atomic_save_file, atomic_write_text
 
 
 def _jsonable(value: Any) -> Any:
@@ -91,8 +91,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        import io
-
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
+        # torch.save streams into the temporary file: no second in-memory copy of the checkpoint
+        atomic_save_file(path, lambda tmp: torch.save(checkpoint, tmp))

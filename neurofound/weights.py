@@ -6,32 +6,21 @@ through these three functions.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from neurofound.errors import CheckpointError, MissingFileError
+from neurofound.io import atomic_save_file
 
 
 def atomic_save_state_dict(state_dict: dict[str, torch.Tensor], path: str | Path, metadata: dict | None = None) -> Path:
-    """Save tensors as safetensors through a temporary file and `os.replace`."""
+    """Save tensors as safetensors through a temporary file and `os.replace` (see `neurofound.io`)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        # contiguous copies: safetensors refuses views and shared storage
-        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
-        save_file(tensors, tmp, metadata=metadata or {"format": "pt"})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    # contiguous copies: safetensors refuses views and shared storage
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
+    return atomic_save_file(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata or {"format": "pt"}))
 
 
 def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:

@@ -25,7 +25,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 
 from neurofound.errors import CheckpointError, ConfigError, MissingFileError
-from neurofound.io import atomic_write_text
+from neurofound.io import atomic_install_dir, atomic_write_text, make_temp_dir
 from neurofound.weights import atomic_save_state_dict, load_state_dict_strict, read_safetensors
 
 CONFIG_NAME = "config.json"
@@ -42,22 +41,6 @@ CARD_NAME = "README.md"
 TOKENIZER_DIR = "tokenizer"
 TOKENIZER_PREFIX = "tokenizer."
 TRAINING_NAME = "training.json"
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Atomic writes
-# --------------------------------------------------------------------------------------------------------------
-def atomic_install_dir(src: Path, dst: Path) -> None:
-    """Move every file of the staged folder `src` into `dst` with `os.replace`, file by file.
-
-    Files already in `dst` that the save does not produce (e.g. a run folder's extras) are kept.
-    """
-    dst.mkdir(parents=True, exist_ok=True)
-    for root, _dirs, files in os.walk(src):
-        rel = Path(root).relative_to(src)
-        (dst / rel).mkdir(parents=True, exist_ok=True)
-        for name in files:
-            os.replace(Path(root) / name, dst / rel / name)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -248,7 +231,7 @@ class NeurofoundHubMixin(PyTorchModelHubMixin):
                              metrics=metrics if metrics is not None else card.get("metrics"))
         save_directory = Path(save_directory)
         save_directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{save_directory.name}.staging-", dir=save_directory.parent))
+        staging = make_temp_dir(save_directory.parent, prefix=f".{save_directory.name}.staging-")
         try:
             contract = None if self.input_contract is None else self.input_contract.to_dict()
             save_config(staging, {"model_type": self.model_type, "input_contract": contract, **self.config.to_dict()})
