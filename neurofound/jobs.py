@@ -1,254 +1,350 @@
-"""What each `neurofound` verb does once Hydra has composed its config (called by `cli.py`).
+"""The verbs every family shares, once Hydra has composed and checked the config (called by `cli.py`).
 
-Each job builds data -> model -> task -> trainer from the config, runs, evaluates and writes the
-run folder (`metrics.json`, `checkpoints/`, `model/`, `report/`).
+`train`: seed, data, model, the recipe's stages fitted in order, the recipe's evaluation, the run
+folder, the Hub push. `eval` and a recipe's extra verbs (`generate`) load a trained model and start
+from the data config it recorded. `finetune` runs the recipe's FinetuneSpec in any mode against a
+from-scratch baseline. Nothing here names a family: what is particular to one lives in its recipe.
 """
 
 from __future__ import annotations
 
-import copy
+import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from neurofound.runfolder import AtomicCheckpointIO, RunFolder
+from neurofound import runtime
+from neurofound.errors import CheckpointError, ConfigError, UnsupportedError
+from neurofound.recipes import DataBundle, EvalResult, Recipe, RunContext, get_recipe
+from neurofound.runfolder import RunFolder
 
 log = logging.getLogger("neurofound")
 
-FINETUNE_MODES = ("frozen", "linear", "full", "lora")
+STAGES_FILE = "stages.json"
 
 
 # ------------------------------------------------------------------------------------------------
-# building blocks
+# shared steps
 # ------------------------------------------------------------------------------------------------
-def _prepare(cfg: DictConfig) -> None:
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
+def _recipe(cfg: DictConfig) -> Recipe:
+    from neurofound.models.registry import import_plugins
+
+    import_plugins(cfg.get("plugins") or [])
+    name = cfg.get("recipe")
+    if not name:
+        raise ConfigError("the config names no recipe; choose an experiment (neurofound list shows them) or set "
+                          "recipe=<family>")
+    return get_recipe(str(name))
 
 
-def build_datamodule(cfg: DictConfig, tokenizer=None, **overrides):
-    """Recording -> tokenizer (from the config, or the pretrained model's own) -> datamodule."""
-    recording = instantiate(cfg.data.recording)
-    if tokenizer is None:
-        tokenizer = instantiate(cfg.tokenizer)(n_neurons=recording.n_neurons)
-    dm = instantiate(cfg.data.datamodule)(recording=recording, tokenizer=tokenizer, **overrides)
-    dm.setup()
-    log.info("data: %r; windows train/val/test = %s", recording,
-             {k: len(v) for k, v in dm.intervals.items()})
-    return dm
+def _user_overrides() -> list[str]:
+    """The command line's overrides (empty outside a Hydra run)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except (ValueError, ImportError):
+        return []
 
 
-def _contract_kwargs(dm) -> dict[str, Any]:
-    c = dm.input_contract()
-    frame_shape = [c["n_frames"], *c["frame_shape"]] if c["frame_shape"] else None
-    return dict(n_neurons=c["n_neurons"], dt=c["dt"], window=c["window"], window_prev=c["window_prev"],
-                frame_window=c["frame_window"], frame_rate=c["frame_rate"], frame_shape=frame_shape,
-                block_size=c["block_size"], block_size_prev=c["block_size_prev"],
-                behavior_inputs=list(c["behavior_inputs"]),
-                behavior_targets={v: {"objective": "regression"} for v in c["behavior_targets"]})
+def _load(spec: str, recipe: Recipe, *, what: str):
+    from neurofound.models.registry import load_pretrained
 
-
-def build_model(cfg: DictConfig, dm):
-    """A fresh model sized by the config and shaped by the data's input contract."""
-    from neurofound.models.neuroformer import Neuroformer
-
-    model_cfg = instantiate(cfg.model)(**_contract_kwargs(dm), attention_backend=cfg.attention.backend)
-    model = Neuroformer(model_cfg)
-    model.tokenizer = dm.tokenizer
+    model = load_pretrained(spec)
+    if model.model_type != recipe.family:
+        raise ConfigError(f"{what}={spec} is a {model.model_type!r} model but the experiment's recipe is "
+                          f"{recipe.family!r}; choose an experiment of the {model.model_type} family")
     return model
 
 
-def check_contract(model, dm, *, ignore_behavior: bool = False) -> None:
-    """A pretrained model must match the data it is applied to: a mismatch is an error, never padding."""
-    want = _contract_kwargs(dm)
-    have = model.config.to_dict()
-    keys = ["n_neurons", "dt", "window", "window_prev", "block_size", "block_size_prev", "frame_shape"]
-    if not ignore_behavior:
-        keys += ["behavior_inputs"]
-    bad = [f"{k}: model {have.get(k)!r} vs data {want[k]!r}" for k in keys
-           if (list(have.get(k)) if isinstance(have.get(k), (list, tuple)) else have.get(k)) != want[k]]
-    if bad:
-        raise ValueError("the pretrained model does not match this data (" + "; ".join(bad) + "). Use data "
-                         "recorded with the same neurons and settings, or set the data/tokenizer keys to the model's")
+def _start_from_recorded_data(cfg: DictConfig, model, *, source: str) -> None:
+    recorded = (getattr(model, "training_info", None) or {}).get("data_config")
+    if runtime.merge_recorded_data(cfg, recorded, _user_overrides(), source=source):
+        log.info("data: the config %s was trained on (with your data.* overrides on top)", source)
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, *, checkpoints: bool = True, **overrides) -> L.Trainer:
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    skip = set() if checkpoints else {"checkpoint"}
-    if not cfg.trainer.get("enable_progress_bar", True):
-        skip.add("progress")  # Lightning refuses a progress-bar callback when the bar is off
-    callbacks = [instantiate(c) for name, c in (cfg.get("callbacks") or {}).items()
-                 if c is not None and name not in skip]
-    kwargs = dict(logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
-                  default_root_dir=str(run_dir))
-    if not checkpoints:
-        kwargs["enable_checkpointing"] = False
-    kwargs.update(overrides)
-    return instantiate(cfg.trainer, **kwargs)
+def _pretrained_tokenizer(cfg: DictConfig):
+    spec = OmegaConf.select(cfg, "tokenizer.pretrained", default=None)
+    if not spec:
+        return None
+    from neurofound.tokenizers import load_tokenizer
+
+    tok = load_tokenizer(str(spec))
+    log.info("tokenizer: %s from %s", tok.name, spec)
+    return tok
 
 
-def _eval_kwargs(cfg: DictConfig, trainer: L.Trainer | None = None) -> dict[str, Any]:
-    e = OmegaConf.to_container(cfg.eval, resolve=True)
-    kw = dict(split=e["split"], generate=e["generate"], true_past=e["true_past"], connectivity=e["connectivity"],
-              max_windows=e["max_windows"], n_stretches=e["n_stretches"], max_batches=e["max_batches"],
-              psth_bin=e["psth_bin"], seed=int(cfg.seed), top_k=e["top_k"], top_p=e["top_p"],
-              temperature=e["temperature"])
-    if trainer is not None and trainer.fast_dev_run:  # a smoke run: touch every path, on little data
-        kw.update(max_windows=32, n_stretches=2, max_batches=1)
-    return kw
+def _write_config(run: RunFolder, cfg: DictConfig) -> None:
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    run.write_config(OmegaConf.to_yaml(OmegaConf.create(resolved)))
 
 
-def _describe_data(cfg: DictConfig, dm) -> str:
-    rec = dm.recording
-    src = rec.meta.get("source", "recording") if isinstance(rec.meta, dict) else "recording"
-    return (f"{src}: {rec.n_neurons} neurons, {rec.duration:g} s, {rec.n_spikes} spikes; windows "
-            f"train/val/test = {len(dm.intervals['train'])}/{len(dm.intervals['val'])}/{len(dm.intervals['test'])} "
-            f"(train_fraction {dm.train_fraction:g}, leakage-safe {dm.split_mode} split)")
+def _fast(cfg: DictConfig) -> bool:
+    return bool(cfg.trainer.get("fast_dev_run"))
 
 
-def _finish(cfg, run_dir: Path, model, dm, metrics: dict, figures: dict, context: dict, *, save_model=True) -> None:
+def _record(model, recipe: Recipe, cfg: DictConfig, data: DataBundle) -> None:
+    model.record_training(recipe=recipe.family, data_config=runtime.to_plain(cfg.data),
+                          training_data=data.description, preprocessing=list(data.preprocessing) or None)
+
+
+def _finish(cfg: DictConfig, run: RunFolder, models: dict[str, torch.nn.Module], metrics: dict[str, Any],
+            result: EvalResult, context: dict[str, Any]) -> None:
+    """metrics.json, the saved models (with their cards), report/, and the Hub push."""
     from neurofound.eval.plots import plot_training_curves
     from neurofound.eval.report import write_report
 
-    rf = RunFolder(run_dir)
-    csv = run_dir / "logs" / "metrics.csv"
+    figures = dict(result.figures)
+    csv = run.root / "logs" / "metrics.csv"
     if csv.exists():
         try:
-            figures["training_curves"] = plot_training_curves(csv, rf.report / "training_curves.png")
+            figures["training_curves"] = plot_training_curves(csv, run.report / "training_curves.png")
         except ValueError as err:  # e.g. too few logged steps in a smoke run
             log.info("no training curves: %s", err)
-    rf.write_metrics(metrics)
-    if save_model:
-        model.save_pretrained(rf.model, training_data=_describe_data(cfg, dm), metrics=metrics)
-    write_report(rf.report, metrics, figures, context)
-    push = cfg.get("export", {}).get("push_to_hub") if save_model else None
-    if push:
-        model.push_to_hub(push)
-    log.info("run folder: %s", run_dir)
+    run.write_metrics(metrics)
+    for where, model in models.items():
+        model.record_training(metrics={k: v for k, v in metrics.items() if k.split("/")[0] in ("test", "val", "train")})
+        model.save_pretrained(run.root / where)
+    write_report(run.report, metrics, figures, {**context, **result.context}, notes=result.notes)
+    push = OmegaConf.select(cfg, "export.push_to_hub", default=None)
+    if push and models:
+        next(iter(models.values())).push_to_hub(push)
+    log.info("run folder: %s", run.root)
+
+
+def _read_stages(run: RunFolder) -> dict[str, Any]:
+    path = run.checkpoints / STAGES_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _mark_stage(run: RunFolder, name: str, steps: int) -> None:
+    from neurofound.io import atomic_write_text
+
+    done = _read_stages(run)
+    done[name] = {"steps": int(steps)}
+    atomic_write_text(run.checkpoints / STAGES_FILE, json.dumps(done, indent=2) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------
 # verbs
 # ------------------------------------------------------------------------------------------------
-def train(cfg: DictConfig, run_dir: Path):
-    from neurofound.models.registry import load_pretrained
-    from neurofound.tasks.spike_eval import evaluate_spike_model
+def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False):
+    """Fit the recipe's stages in order, evaluate, write the run folder. `resume`: continue a killed run."""
+    from lightning.pytorch.utilities import rank_zero_only
 
-    _prepare(cfg)
+    runtime.prepare(cfg)
+    recipe = _recipe(cfg)
+    run = RunFolder(run_dir)
     t0 = time.perf_counter()
-    if cfg.get("init"):
-        model = load_pretrained(cfg.init)
-        dm = build_datamodule(cfg, tokenizer=model.tokenizer)
-        check_contract(model, dm)
+    init = _load(cfg.init, recipe, what="init") if cfg.get("init") else None
+    tokenizer = init.tokenizer if init is not None else _pretrained_tokenizer(cfg)
+    data = recipe.data(cfg, tokenizer, purpose="train")
+    if init is not None:
+        recipe.check(init, data)
+        model = init
     else:
-        dm = build_datamodule(cfg)
-        model = build_model(cfg, dm)
-    untrained = copy.deepcopy(model) if cfg.eval.untrained_baseline else None
-    task = instantiate(cfg.task)(model=model)
-    trainer = build_trainer(cfg, run_dir)
-    t_fit = time.perf_counter()
-    trainer.fit(task, datamodule=dm)
-    fit_s = time.perf_counter() - t_fit
-    if not trainer.fast_dev_run:
-        # last.ckpt is the final model (the callback saves it after validations, which need not
-        # coincide with the last step); every rank calls it, rank 0 writes (atomically)
-        trainer.save_checkpoint(RunFolder(run_dir).checkpoints / "last.ckpt")
-    if trainer.global_rank != 0:
+        model = recipe.model(cfg, data)
+    _record(model, recipe, cfg, data)
+    runtime.apply_runtime(model, cfg)
+    if rank_zero_only.rank == 0 and not resume:
+        _write_config(run, cfg)
+
+    stages = recipe.stages(cfg, data, model)
+    done = _read_stages(run) if resume else {}
+    trainer, fit_s = None, 0.0
+    for stage in stages:
+        ckpt_dir = run.checkpoints if len(stages) == 1 else run.checkpoints / stage.name
+        if stage.name in done and stage.save_to and (run.root / stage.save_to / "config.json").is_file():
+            _restore_stage(stage, run)
+            log.info("stage %s: finished before, restored from %s", stage.name, stage.save_to)
+            continue
+        trainer = runtime.build_trainer(cfg, run.root, checkpoint_dir=ckpt_dir, **stage.trainer_overrides)
+        ckpt_path = None
+        if resume and (ckpt_dir / "last.ckpt").is_file():
+            ckpt_path = str(ckpt_dir / "last.ckpt")
+            step = int(torch.load(ckpt_path, map_location="cpu", weights_only=True).get("global_step", 0))
+            if rank_zero_only.rank == 0:
+                runtime.truncate_csv_log(run.root / "logs" / "metrics.csv", step)
+            log.info("stage %s: resuming from %s (step %d)", stage.name, ckpt_path, step)
+        t_fit = time.perf_counter()
+        trainer.fit(stage.task, datamodule=stage.datamodule, ckpt_path=ckpt_path, weights_only=True)
+        fit_s += time.perf_counter() - t_fit
+        if not trainer.fast_dev_run:
+            # last.ckpt is the final model of the stage (the callbacks save after validations and every N
+            # steps, which need not coincide with the last step); every rank calls it, rank 0 writes
+            trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)
+            if trainer.global_rank == 0:
+                _mark_stage(run, stage.name, trainer.global_step)
+    if trainer is not None and trainer.global_rank != 0:
         return None
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    metrics.update({"train/steps": trainer.global_step, "train/fit_seconds": fit_s})
-    model.eval()
-    res = evaluate_spike_model(model, dm, report_dir=RunFolder(run_dir).report, untrained_model=untrained,
-                               **_eval_kwargs(cfg, trainer))
-    metrics.update(res.metrics)
+
+    metrics: dict[str, Any] = {}
+    if trainer is not None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        metrics.update({"train/steps": trainer.global_step, "train/fit_seconds": fit_s})
+    models = {s.save_to: s.task.model for s in stages if s.save_to}
+    for m in models.values():
+        m.eval()
+    ctx = RunContext(cfg=cfg, run=run, data=data, verb="train", seed=int(cfg.seed), fast=_fast(cfg), trainer=trainer)
+    result = recipe.evaluate(ctx, models)
+    metrics.update(result.metrics)
     metrics["train/total_seconds"] = time.perf_counter() - t0
-    context = {"command": f"neurofound train experiment={cfg.name}", "model": type(model).__name__,
-               "parameters": sum(p.numel() for p in model.parameters()), "data": _describe_data(cfg, dm),
-               "steps": trainer.global_step}
-    _finish(cfg, run_dir, model, dm, metrics, res.figures, context)
+    context = {"command": f"neurofound train experiment={cfg.name}", "recipe": recipe.family,
+               "model": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters()),
+               "data": data.description, "steps": trainer.global_step if trainer else 0}
+    _finish(cfg, run, models, metrics, result, context)
     return metrics
 
 
-def _load_for(verb: str, cfg: DictConfig):
-    """The trained model named by `ckpt=` and the data it is applied to (checked against it)."""
-    from neurofound.models.registry import load_pretrained
+def _restore_stage(stage, run: RunFolder) -> None:
+    from neurofound.weights import load_state_dict_strict, read_safetensors
 
-    _prepare(cfg)
+    target = stage.task.model
+    load_state_dict_strict(target, read_safetensors(run.root / stage.save_to / "model.safetensors"),
+                           source=str(run.root / stage.save_to), exclude=("tokenizer.",) if isinstance(
+                               getattr(target, "tokenizer", None), torch.nn.Module) else ())
+
+
+def _trained(verb: str, cfg: DictConfig, run_dir: Path):
+    """Recipe, trained model (`ckpt=`), run folder and the data it is applied to (checked against it)."""
+    runtime.prepare(cfg)
+    recipe = _recipe(cfg)
     if not cfg.get("ckpt"):
-        raise ValueError(f"{verb} needs ckpt=DIR|HUB_ID|CKPT (a run folder, model folder, checkpoint or Hub id)")
-    model = load_pretrained(cfg.ckpt)
-    dm = build_datamodule(cfg, tokenizer=model.tokenizer)
-    check_contract(model, dm, ignore_behavior=True)
-    return model, dm
+        raise ConfigError(f"{verb} needs ckpt=DIR|HUB_ID|CKPT (a run folder, model folder, checkpoint or Hub id)")
+    model = _load(cfg.ckpt, recipe, what="ckpt")
+    _start_from_recorded_data(cfg, model, source=f"ckpt={cfg.ckpt}")
+    run = RunFolder(run_dir)
+    _write_config(run, cfg)
+    data = recipe.data(cfg, model.tokenizer, purpose=verb)
+    recipe.check(model, data)
+    runtime.apply_runtime(model, cfg)
+    ctx = RunContext(cfg=cfg, run=run, data=data, verb=verb, seed=int(cfg.seed), fast=_fast(cfg))
+    return recipe, model, ctx
 
 
 def eval(cfg: DictConfig, run_dir: Path):  # noqa: A001 - the verb's name
-    from neurofound.tasks.spike_eval import evaluate_spike_model
-
-    model, dm = _load_for("eval", cfg)
-    res = evaluate_spike_model(model, dm, report_dir=RunFolder(run_dir).report, **_eval_kwargs(cfg))
-    context = {"command": f"neurofound eval ckpt={cfg.ckpt}", "model": type(model).__name__,
-               "data": _describe_data(cfg, dm)}
-    _finish(cfg, run_dir, model, dm, res.metrics, res.figures, context, save_model=False)
-    return res.metrics
+    recipe, model, ctx = _trained("eval", cfg, run_dir)
+    result = recipe.evaluate(ctx, {"model": model})
+    context = {"command": f"neurofound eval experiment={cfg.name} ckpt={cfg.ckpt}", "recipe": recipe.family,
+               "model": type(model).__name__, "data": ctx.data.description}
+    _finish(cfg, ctx.run, {}, result.metrics, result, context)
+    return result.metrics
 
 
-def generate(cfg: DictConfig, run_dir: Path):
-    import numpy as np
-
-    from neurofound.eval import plots
-    from neurofound.tasks.spike_eval import generate_split, generation_metrics
-
-    model, dm = _load_for("generate", cfg)
-    g = cfg.generate
-    kw = dict(split=g.split, n_stretches=g.n_stretches, max_windows=g.max_windows, seed=int(cfg.seed),
-              top_k=g.top_k, top_p=g.top_p, temperature=g.temperature)
-    result, rows = generate_split(model, dm, mode=g.mode, **kw)
-    rf = RunFolder(run_dir)
-    out = run_dir / "generated.npz"
-    np.savez(out, spike_times=result.spike_times, unit_ids=result.unit_ids, window=result.window,
-             segment=result.segment, intervals=result.intervals, split_rows=rows)
-    suffix = "_truepast" if g.mode == "true_past" else ""
-    metrics = generation_metrics(result, rows, dm, split=g.split, suffix=suffix)
-    truth = dm.held_out_spikes(g.split)
-    t0 = float(np.sort(result.intervals)[0] - dm.window)
-    figures = {"raster": plots.plot_raster(truth["times"], truth["unit_ids"], result.spike_times, result.unit_ids,
-                                           rf.report / "raster.png", t_range=(t0, t0 + 5.0))}
-    context = {"command": f"neurofound generate ckpt={cfg.ckpt} generate.mode={g.mode}",
-               "generated spikes": int(result.spike_times.size), "file": str(out)}
-    _finish(cfg, run_dir, model, dm, metrics, figures, context, save_model=False)
-    log.info("generated %d spikes in %d windows -> %s", result.spike_times.size, rows.size, out)
-    return metrics
+def run_verb(verb: str, cfg: DictConfig, run_dir: Path):
+    """A recipe's extra verb (e.g. Neuroformer's `generate`) on a trained model."""
+    recipe = _recipe(cfg)
+    verbs = recipe.verbs()
+    if verb not in verbs:
+        raise UnsupportedError(f"'{verb}' is not a verb of the {recipe.family} family; its verbs: "
+                               f"{', '.join(['train', 'eval', 'finetune', *verbs])}")
+    recipe, model, ctx = _trained(verb, cfg, run_dir)
+    result = verbs[verb](ctx, model)
+    context = {"command": f"neurofound {verb} experiment={cfg.name} ckpt={cfg.ckpt}", "recipe": recipe.family,
+               "data": ctx.data.description}
+    _finish(cfg, ctx.run, {}, result.metrics, result, context)
+    return result.metrics
 
 
 def finetune(cfg: DictConfig, run_dir: Path):
-    from neurofound.tasks.finetune import run_finetune
+    """Fine-tune `init=` in `finetune.mode` and the same architecture from scratch, same steps and settings."""
+    from neurofound.tasks.finetune import FinetuneTask, configure_mode, count_trainable, pooled_features
 
-    _prepare(cfg)
+    runtime.prepare(cfg)
+    recipe = _recipe(cfg)
+    spec = recipe.finetune()
+    if spec is None:
+        raise UnsupportedError(f"the {recipe.family} family has no fine-tuning (it adapts in context); use "
+                               f"neurofound eval")
     mode = str(cfg.finetune.mode)
-    if mode not in FINETUNE_MODES:
-        raise ValueError(f"finetune.mode={mode!r} is not one of {', '.join(FINETUNE_MODES)}")
-    if mode == "lora":
-        raise NotImplementedError("finetune.mode=lora is not available yet (LoRA adapters arrive in a later "
-                                  "release); use finetune.mode=frozen, linear or full")
     if not cfg.get("init"):
-        raise ValueError("finetune needs init=DIR|HUB_ID|CKPT: the pretrained model to start from")
-    metrics, figures, model, dm = run_finetune(cfg, run_dir, mode)
-    context = {"command": f"neurofound finetune init={cfg.init} finetune.mode={mode} "
-                          f"data.train_fraction={cfg.data.train_fraction}",
-               "model": type(model).__name__, "data": _describe_data(cfg, dm)}
-    _finish(cfg, run_dir, model, dm, metrics, figures, context)
+        raise ConfigError("finetune needs init=DIR|HUB_ID|CKPT: the pretrained model to start from")
+    pretrained = _load(cfg.init, recipe, what="init")
+    _start_from_recorded_data(cfg, pretrained, source=f"init={cfg.init}")
+    run = RunFolder(run_dir)
+    _write_config(run, cfg)
+    data = recipe.data(cfg, pretrained.tokenizer, purpose="finetune")
+    recipe.check(pretrained, data)
+    model = spec.prepare(pretrained, data)
+    torch.manual_seed(int(cfg.seed))
+    scratch = spec.scratch(model)
+    runtime.apply_runtime(model, cfg)
+    runtime.apply_runtime(scratch, cfg)
+    ft = cfg.finetune
+    steps = 1 if _fast(cfg) else int(ft.steps)
+    metrics: dict[str, Any] = {"finetune/steps": steps}
+
+    def fit(m, mode_, *, checkpoints: bool):
+        task = FinetuneTask(m, spec, mode_, lr=float(ft.lr), weight_decay=float(ft.get("weight_decay", 0.0)),
+                            warmup_steps=int(ft.warmup_steps), max_steps=steps)
+        trainer = runtime.build_trainer(cfg, run.root, checkpoints=checkpoints, max_steps=steps,
+                                        val_check_interval=max(1, min(steps, int(cfg.trainer.val_check_interval))))
+        trainer.fit(task, datamodule=data.datamodule)
+
+    # 1. the pretrained model, adapted by `mode`
+    if mode == "linear":
+        configure_mode(model, spec, "frozen")  # validates the mode's availability and freezes the trunk
+        from neurofound.eval.probes import logistic_probe, ridge_probe
+
+        tr_x, tr_y = pooled_features(model, spec, spec.loader(data, "train"))
+        te_x, te_y = pooled_features(model, spec, spec.loader(data, "test"))
+        probe = (logistic_probe if spec.objective == "classification" else ridge_probe)(tr_x, tr_y, te_x)
+        y_true, y_pred = te_y, probe["pred"]
+        metrics.update({f"finetune/probe_{k}": v for k, v in probe.items() if k in ("alpha", "C")})
+    else:
+        wrapped = configure_mode(model, spec, mode, lora_rank=int(ft.lora.rank), lora_alpha=float(ft.lora.alpha),
+                                 lora_dropout=float(ft.lora.dropout), lora_targets=list(ft.lora.targets or []) or None)
+        trainable, total = count_trainable(model)
+        metrics.update({"finetune/trainable_params": trainable, "finetune/trainable_fraction": trainable / total})
+        if wrapped:
+            metrics["finetune/lora_layers"] = len(wrapped)
+        fit(model, mode, checkpoints=True)
+        y_true, y_pred = spec.predict(model, spec.loader(data, "test"))
+        if wrapped:
+            from neurofound.nn.lora import merge_lora
+
+            merge_lora(model)  # the saved model is the plain architecture
+    for p in model.parameters():
+        p.requires_grad_(True)
+    metrics.update({f"test/{k}": v for k, v in spec.score(y_true, y_pred).items()})
+
+    # 2. the same architecture from scratch, same data, steps and optimiser settings
+    configure_mode(scratch, spec, "full")
+    fit(scratch, "full", checkpoints=False)
+    ys_true, ys_pred = spec.predict(scratch, spec.loader(data, "test"))
+    metrics.update({f"test/{k}_scratch": v for k, v in spec.score(ys_true, ys_pred).items()})
+    log.info("fine-tuned (%s) vs from scratch: %s", mode,
+             {k: round(float(v), 4) for k, v in metrics.items() if k.startswith("test/")})
+
+    figures = spec.figures(y_true, y_pred, run.report, data) if hasattr(spec, "figures") else {}
+    model.eval()
+    _record(model, recipe, cfg, data)
+    result = EvalResult(metrics={}, figures=figures, notes=_finetune_notes(metrics, mode))
+    context = {"command": f"neurofound finetune experiment={cfg.name} init={cfg.init} finetune.mode={mode}",
+               "recipe": recipe.family, "model": type(model).__name__, "data": data.description}
+    _finish(cfg, run, {"model": model}, metrics, result, context)
     return metrics
 
 
+def _finetune_notes(metrics: dict[str, Any], mode: str) -> list[str]:
+    notes = []
+    for key, value in sorted(metrics.items()):
+        if not key.startswith("test/") or key.endswith("_scratch") or value is None:
+            continue
+        base = metrics.get(f"{key}_scratch")
+        if base is None:
+            continue
+        verdict = "fine-tuning helps" if value > base else "**training from scratch wins**"
+        notes.append(f"{key.split('/', 1)[1]}: fine-tuned ({mode}) {value:.3f} vs from scratch {base:.3f}: {verdict}.")
+    return notes
+
+
 def export(ckpt: str, out: str, push_to_hub: str | None = None) -> Path:
+    """Write a model folder (the same card as `train`: contract, training data, metrics) and push it."""
     from neurofound.models.registry import load_pretrained
 
     model = load_pretrained(ckpt)
@@ -259,19 +355,41 @@ def export(ckpt: str, out: str, push_to_hub: str | None = None) -> Path:
     return out_dir
 
 
-def listing() -> str:
-    from neurofound import tokenizers
-    from neurofound.cli import CONFIG_DIR
-    from neurofound.models.registry import FAMILIES
+def listing(config_dir: Path) -> str:
+    """Families (sizes, recipe, tokenizers, converter), tokenizers and experiments."""
+    import yaml
 
-    lines = ["models:"]
-    for fam, (_, cls, builders) in FAMILIES.items():
-        lines.append(f"  {fam:<14} {cls} (sizes: {', '.join(builders)})")
+    from neurofound import tokenizers
+    from neurofound.models.registry import families
+
+    lines = ["families:"]
+    for name, fam in families().items():
+        lines.append(f"  {name:<22} {fam.model_class.__name__} (sizes: {', '.join(fam.builders) or '-'}; "
+                     f"tokenizers: {', '.join(fam.tokenizers) or '-'}; "
+                     f"converter: {'yes' if fam.converter else 'no'})")
     lines.append("tokenizers:")
     lines += [f"  {name}" for name in tokenizers.available()]
     lines.append("experiments:")
-    for p in sorted((CONFIG_DIR / "experiment").glob("*.yaml")):
-        first = next((ln.lstrip("# ").strip() for ln in p.read_text().splitlines()
+    for p in sorted((config_dir / "experiment").glob("*.yaml")):
+        text = p.read_text()
+        first = next((ln.lstrip("# ").strip() for ln in text.splitlines()
                       if ln.startswith("#") and "@package" not in ln), "")
-        lines.append(f"  {p.stem:<22} {first}")
+        recipe = (yaml.safe_load(text) or {}).get("recipe", "")
+        lines.append(f"  {p.stem:<26} [{recipe}] {first}")
     return "\n".join(lines)
+
+
+def check_resume_overrides(overrides: list[str]) -> None:
+    """`resume=<run>` continues with the run's own config: only trainer.max_steps may change."""
+    bad = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith(("resume", "trainer.max_steps"))]
+    if bad:
+        raise ConfigError(f"resume continues with the run folder's config.yaml; only trainer.max_steps may be "
+                          f"changed, got {bad}")
+
+
+def load_run_config(run_dir: Path) -> DictConfig:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} has no config.yaml, so it cannot be resumed; pass the folder of a "
+                              f"`neurofound train` run")
+    return OmegaConf.load(path)

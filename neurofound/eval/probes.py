@@ -1,6 +1,6 @@
-"""Linear (ridge) probes on frozen features.
+"""Linear probes on frozen features: ridge (regression) and logistic (classification).
 
-The probe standardises features with TRAIN statistics, picks the ridge strength by K-fold
+Each probe standardises features with TRAIN statistics, picks the ridge strength by K-fold
 cross-validation on the train split only, refits on all train rows and predicts the test rows.
 Folds are contiguous (no shuffling): rows are usually consecutive time windows, and shuffled
 folds would let neighbouring, nearly identical windows leak between folds and favour too little
@@ -19,9 +19,10 @@ from sklearn.preprocessing import StandardScaler
 
 from neurofound.eval.metrics import behavior_scores
 
-__all__ = ["DEFAULT_ALPHAS", "ridge_probe"]
+__all__ = ["DEFAULT_ALPHAS", "DEFAULT_CS", "logistic_probe", "ridge_probe"]
 
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-3, 5, 17))
+DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 2, 13))
 
 
 def ridge_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
@@ -58,4 +59,43 @@ def ridge_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     out = {"pred": pred, "alpha": float(model[-1].alpha_)}
     if test_y is not None:
         out.update(behavior_scores(np.asarray(test_y, dtype=np.float64).reshape(pred.shape), pred))
+    return out
+
+
+def logistic_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                   test_y: np.ndarray | None = None, *, cs: Sequence[float] = DEFAULT_CS, cv: int = 5) -> dict:
+    """Fit an L2 logistic-regression probe (inverse strength C by contiguous CV on train) and predict test.
+
+    Args:
+        train_x, test_x: ``(rows, features)``.
+        train_y: ``(train,)`` integer class labels.
+        test_y: optional true test labels; adds ``balanced_acc``.
+        cs: candidate inverse regularisation strengths.
+        cv: folds for choosing C, stratified and unshuffled (fewer when a class has fewer rows).
+
+    Returns:
+        ``{"pred": (test,) class labels, "C": chosen value}`` plus ``"balanced_acc"``.
+    """
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import StratifiedKFold
+
+    xtr = np.asarray(train_x, dtype=np.float64)
+    xte = np.asarray(test_x, dtype=np.float64)
+    ytr = np.asarray(train_y).reshape(-1)
+    if xtr.ndim != 2 or xte.ndim != 2 or xtr.shape[1] != xte.shape[1] or ytr.shape[0] != xtr.shape[0]:
+        raise ValueError(f"train_x {xtr.shape}, train_y {ytr.shape} and test_x {xte.shape} do not fit together")
+    if not (np.all(np.isfinite(xtr)) and np.all(np.isfinite(xte))):
+        raise ValueError("features contain NaN or inf; drop or impute those rows first")
+    classes, counts = np.unique(ytr, return_counts=True)
+    if classes.size < 2:
+        raise ValueError(f"a classification probe needs at least two classes in the training rows, got {classes}")
+    folds = int(max(2, min(cv, counts.min())))
+    model = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=list(cs), cv=StratifiedKFold(n_splits=folds, shuffle=False),
+                                                                 max_iter=2000, scoring="balanced_accuracy"))
+    model.fit(xtr, ytr)
+    pred = model.predict(xte)
+    out = {"pred": pred, "C": float(np.ravel(model[-1].C_)[0])}
+    if test_y is not None:
+        out["balanced_acc"] = float(balanced_accuracy_score(np.asarray(test_y).reshape(-1), pred))
     return out

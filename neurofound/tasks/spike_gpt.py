@@ -12,7 +12,6 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from neurofound.models.registry import checkpoint_metadata
 from neurofound.tasks.optim import build_optimizer
 
 # Losses whose reduction is a mean over non-PAD next-token targets (see `_ddp_token_scale`).
@@ -124,4 +123,4 @@ class SpikeGPTTask(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Plain JSON-able data only, so `neurofound export` can read the checkpoint with
         # torch.load(weights_only=True) and rebuild the model without unpickling objects.
-        checkpoint["neurofound"] = checkpoint_metadata(self.model)
+        checkpoint["neurofound"] = self.model.checkpoint_metadata()
