@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from neurofound.data.contracts import SpikeContract
 from neurofound.errors import CheckpointError, MissingFileError, UnsupportedError
 
 
@@ -192,7 +193,10 @@ def convert(reference: Path, out: Path, frame_size: tuple[int, int] | None = Non
             mapped[new] = v
     load_state_dict_strict(model, mapped, source=str(reference))
     model.attach_tokenizer(tokenizer)
-    model.input_contract = tokenizer.contract()
+    model.input_contract = SpikeContract(
+        n_neurons=cfg.n_neurons, dt=tokenizer.dt, window=tokenizer.window, window_prev=tokenizer.window_prev,
+        frame_shape=cfg.frame_shape, frame_rate=tokenizer.frame_rate if cfg.frame_shape else None,
+        behavior_inputs=cfg.behavior_inputs, behavior_targets=list(cfg.behavior_targets))
     model.save_pretrained(out, training_data=f"converted from the reference checkpoint in {reference} "
                                              "(a-antoniades/Neuroformer) with reference_compat=True")
     return out

@@ -14,7 +14,7 @@ from neurofound.models.hub import read_safetensors
 from neurofound.models.neuroformer import Neuroformer
 from neurofound.tokenizers.spike import SpikeTokenizer
 
-from .test_neuroformer import make_batch, model_for, tiny
+from .test_neuroformer import make_batch, model_for, tiny, tokenizer_for
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "reference" / "neuroformer"
 
@@ -24,7 +24,7 @@ def test_round_trip_identical_outputs_and_config(tmp_path, monkeypatch):
     cfg = tiny(temporal_embedding="sinusoid", clip_loss="symmetric", loss_preset="paper", loss_weights={"dt": 0.5},
                frame_stride=[2, 4, 4], behavior_inputs=["phi", "th"], block_size_prev=20)
     m = model_for(cfg)
-    m.tokenizer = SpikeTokenizer(n_neurons=cfg.n_neurons, block_size=cfg.block_size, block_size_prev=cfg.block_size_prev)
+    m.attach_tokenizer(tokenizer_for(cfg, dt=0.005))
     m.save_pretrained(tmp_path / "m", training_data="synthetic LIF network, 60 s", metrics={"val/id_loss": 1.25})
     files = {p.relative_to(tmp_path / "m").as_posix() for p in (tmp_path / "m").rglob("*") if p.is_file()}
     assert {"config.json", "model.safetensors", "README.md", "tokenizer/tokenizer_config.json"} <= files
@@ -73,6 +73,12 @@ def test_config_weights_mismatch(tmp_path):
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     cfg["n_neurons"] = 9
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    # the tokenizer saved with the model no longer fits the edited config: named before any weight is read
+    with pytest.raises(ValueError, match=r"tokenizer does not fit.*n_neurons: model 9 vs tokenizer 6"):
+        Neuroformer.from_pretrained(tmp_path / "m")
+    import shutil
+
+    shutil.rmtree(tmp_path / "m" / "tokenizer")
     with pytest.raises(ValueError, match=r"shape mismatches.*tok_emb.weight"):
         Neuroformer.from_pretrained(tmp_path / "m")
 
@@ -144,7 +150,7 @@ def test_convert_model_pt_path_matches_fixture_conversion(tmp_path):
 def test_convert_errors(tmp_path):
     from neurofound.models.convert import convert
 
-    with pytest.raises(ValueError, match=r"unknown model family 'gpt5'.*neuroformer"):
+    with pytest.raises(KeyError, match=r"unknown model family 'gpt5'.*neuroformer"):
         convert("gpt5", FIXTURE, tmp_path / "x")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         convert("neuroformer", tmp_path / "missing", tmp_path / "x")

@@ -47,12 +47,25 @@ def make_batch(cfg: NeuroformerConfig, B: int = 3, n_real: tuple = (7, 4, 1), se
     return batch
 
 
+def tokenizer_for(cfg: NeuroformerConfig, dt: float = 0.01, frame_rate: float = 20.0):
+    """The SpikeTokenizer that fits `cfg` (its dt vocabulary, blocks, frame count and compat mode)."""
+    from neurofound.tokenizers.spike import SpikeTokenizer
+
+    n_frames = cfg.frame_shape[0] if cfg.frame_shape else 3
+    window = (cfg.n_dt - 1) * dt
+    return SpikeTokenizer(n_neurons=cfg.n_neurons, dt=dt, window=window, window_prev=window,
+                          block_size=cfg.block_size, block_size_prev=cfg.block_size_prev,
+                          frame_window=n_frames / frame_rate, frame_rate=frame_rate,
+                          reference_compat=cfg.reference_compat)
+
+
 def model_for(cfg, seed=0):
     torch.manual_seed(seed)
     m = Neuroformer(cfg).eval()
     with torch.no_grad():  # move off the init values so that every parameter matters
         for p in m.parameters():
             p.add_(0.05 * torch.randn_like(p))
+    m.attach_tokenizer(tokenizer_for(cfg))
     return m
 
 

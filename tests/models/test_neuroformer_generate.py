@@ -10,7 +10,7 @@ from neurofound.models.neuroformer import Neuroformer
 from neurofound.models.neuroformer_generate import filter_logits
 from neurofound.tokenizers.spike import SpikeTokenizer
 
-from .test_neuroformer import make_batch, model_for, tiny
+from .test_neuroformer import make_batch, model_for, tiny, tokenizer_for
 
 
 def gen_batch(cfg, B=4, seed=0):
@@ -50,11 +50,12 @@ def test_stopping_and_layout():
             assert n == S - 1  # stopped at the block end
         assert (row[n + 1:] == cfg.id_pad).all()  # frozen after finishing
     # spikes: window start + dt offset, inside the current window
-    starts = r.intervals[r.window] - cfg.window
-    assert ((r.spike_times >= starts - 1e-9) & (r.spike_times < r.intervals[r.window] + cfg.dt)).all()
+    tok = m.tokenizer
+    starts = r.intervals[r.window] - tok.window
+    assert ((r.spike_times >= starts - 1e-9) & (r.spike_times < r.intervals[r.window] + tok.dt)).all()
     sets = r.window_sets()
     assert len(sets) == 4 and sum(map(len, sets)) <= len(r.unit_ids)
-    counts = r.counts(cfg.n_neurons, 0.0, 0.4, cfg.dt)
+    counts = r.counts(cfg.n_neurons, 0.0, 0.4, tok.dt)
     assert counts.shape == (cfg.n_neurons, 40) and counts.sum() == len(r.spike_times)
 
 
@@ -77,10 +78,9 @@ def test_top_k_one_is_greedy():
 
 
 def test_own_past_rebuilds_past_from_generated_spikes():
-    cfg = tiny(window=0.05, window_prev=0.05)
+    cfg = tiny()
     m = model_for(cfg)
-    tok = SpikeTokenizer(n_neurons=cfg.n_neurons, dt=cfg.dt, window=cfg.window, window_prev=cfg.window_prev,
-                         block_size=cfg.block_size, block_size_prev=cfg.block_size_prev)
+    tok = m.tokenizer
     b = gen_batch(cfg)
     raster = np.random.default_rng(0).poisson(0.3, (cfg.n_neurons, 40))
     enc = tok.encode_raster(raster, b["interval"].numpy())
@@ -103,15 +103,22 @@ def test_own_past_rebuilds_past_from_generated_spikes():
     assert torch.equal(own.id_prev_used[0], b["id_prev"][0]) and torch.equal(own.id_prev_used[2], b["id_prev"][2])
     assert torch.equal(own.dt_prev_used[0], b["dt_prev"][0])
     # compat reproduces the public code: "own past" = true past
-    mc = Neuroformer(tiny(window=0.05, window_prev=0.05, reference_compat=True, clip_embd=16)).eval()
+    mc = Neuroformer(tiny(reference_compat=True, clip_embd=16)).eval()
     sd = m.state_dict()
     sd.pop("clip_proj.weight")
     mc.load_state_dict(sd, strict=False)
-    rc_own = mc.generate(b, mode="own_past", tokenizer=tok, generator=torch.Generator().manual_seed(5))
-    rc_true = mc.generate(b, mode="true_past", generator=torch.Generator().manual_seed(5))
+    tok_c = tokenizer_for(mc.config)
+    rc_own = mc.generate(b, mode="own_past", tokenizer=tok_c, generator=torch.Generator().manual_seed(5))
+    rc_true = mc.generate(b, mode="true_past", tokenizer=tok_c, generator=torch.Generator().manual_seed(5))
     assert torch.equal(rc_own.id_tokens, rc_true.id_tokens)
     with pytest.raises(ValueError, match="mode"):
         m.generate(b, mode="dreamt_past")
+    m.tokenizer = None  # spikes get their time from the tokenizer: generating without one is a clear error
+    with pytest.raises(ValueError, match="tokenizer's dt"):
+        m.generate(b)
+    with pytest.raises(ValueError, match="n_neurons: model 6 vs tokenizer 7"):
+        m.generate(b, tokenizer=SpikeTokenizer(n_neurons=7, block_size=cfg.block_size,
+                                               block_size_prev=cfg.block_size_prev))
 
 
 @pytest.mark.parametrize("compat", [False, True])

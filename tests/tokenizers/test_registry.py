@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from neurofound import tokenizers
-from neurofound.tokenizers import CONFIG_NAME, WEIGHTS_NAME, SpikeTokenizer, Tokenizer
-from neurofound.tokenizers import _REGISTRY
+from neurofound.tokenizers import _REGISTRY, CONFIG_NAME, WEIGHTS_NAME, Tokenizer
+from neurofound.tokenizers.spike import SpikeTokenizer
 
 
 @pytest.fixture
@@ -29,6 +29,17 @@ def test_get_and_available():
     assert tokenizers.available() == sorted(tokenizers.available())
     with pytest.raises(KeyError, match=r"unknown tokenizer 'nope'; available tokenizers: \[.*'spike'"):
         tokenizers.get("nope")
+
+
+def test_importing_the_package_loads_no_tokenizer_module():
+    """`import neurofound.tokenizers` imports no tokenizer; `get(name)` imports that name's module."""
+    import subprocess
+    import sys
+
+    code = ("import sys, neurofound.tokenizers as t; assert 'neurofound.tokenizers.spike' not in sys.modules; "
+            "t.get('spike'); assert 'neurofound.tokenizers.spike' in sys.modules; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
 def test_register_rejects_duplicates_and_non_tokenizers(scratch_registry):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from neurofound.tokenizers import SpikeTokenizer
+from neurofound.tokenizers.spike import SpikeTokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(os.environ.get("NEUROFOUND_FIXTURES", REPO_ROOT / "tests" / "fixtures" / "reference"))
