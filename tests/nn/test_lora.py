@@ -32,7 +32,10 @@ def _config(**overrides):
 
 def _model(seed: int = 0, **overrides) -> Neuroformer:
     torch.manual_seed(seed)
-    return Neuroformer(_config(**overrides)).eval()
+    model = Neuroformer(_config(**overrides)).eval()
+    model.attach_tokenizer(SpikeTokenizer(N_NEURONS, block_size=model.config.block_size,
+                                          block_size_prev=model.config.block_size_prev))
+    return model
 
 
 @pytest.fixture(scope="module")
