@@ -104,7 +104,8 @@ def check_overrides(verb: str, overrides: list[str]) -> None:
     from hydra.errors import ConfigCompositionException, OverrideParseException
     from omegaconf import DictConfig, OmegaConf
 
-    plain = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    plain = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))
+             or o.lstrip("+~").startswith("hydra.searchpath")]
     try:
         cfg = _compose(verb, plain)
     except OverrideParseException as err:
@@ -133,8 +134,10 @@ def check_overrides(verb: str, overrides: list[str]) -> None:
             if existed:
                 raise ConfigError(f"unknown key {key}; valid keys{' of ' + parent if parent else ''}: "
                                   f"{', '.join(_keys_at(base, parent))}")
+    from neurofound.models.registry import import_plugins
     from neurofound.runtime import validate_targets
 
+    import_plugins(cfg.get("plugins") or [])
     validate_targets(cfg)
 
 

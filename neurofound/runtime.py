@@ -210,15 +210,31 @@ def _colon(target: str) -> str:
     return target
 
 
+# Keys of a config group that neurofound reads itself and never passes to the group's `_target_`.
+RESERVED_KEYS = {"tokenizer": ("pretrained",)}
+
+
+def instantiate_node(node: DictConfig, **kwargs) -> Any:
+    """`hydra.utils.instantiate` without the group's reserved keys (e.g. `tokenizer.pretrained`)."""
+    reserved = {k for keys in RESERVED_KEYS.values() for k in keys}
+    plain = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    for key in reserved:
+        plain.pop(key, None)
+    return instantiate(plain, **kwargs)
+
+
 def validate_targets(cfg: Any, *, path: str = "") -> None:
     """Every `_target_` node's keys must be arguments its callable accepts (`ConfigError` naming the key
-    and listing the valid ones). Hydra's own keys (`_partial_`, `_convert_`, ...) are skipped."""
+    and listing the valid ones). Hydra's own keys (`_partial_`, `_convert_`, ...) and the group's
+    reserved keys (`RESERVED_KEYS`) are skipped."""
     if isinstance(cfg, DictConfig):
         target = cfg.get("_target_") if "_target_" in cfg else None
         if isinstance(target, str):
             accepted, what = _callable_keys(target)
             if accepted is not None:
-                keys = [k for k in cfg.keys() if not (str(k).startswith("_") and str(k).endswith("_"))]
+                reserved = set(RESERVED_KEYS.get(path, ()))
+                keys = [k for k in cfg.keys() if not (str(k).startswith("_") and str(k).endswith("_"))
+                        and k not in reserved]
                 unknown = [k for k in keys if k not in accepted]
                 if unknown:
                     where = f"{path}." if path else ""

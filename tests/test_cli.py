@@ -98,22 +98,21 @@ def test_export_and_list(trained_run, tmp_path):
         assert word in listing
 
 
-@pytest.mark.parametrize("mode", ["frozen", "linear", "full"])
+@pytest.mark.parametrize("mode", ["frozen", "linear", "full", "lora"])
 def test_finetune_modes_report_scratch_baseline(trained_run, tmp_path, mode):
     out = tmp_path / mode
     _ok(run_cli("finetune", "experiment=neuroformer_behavior", *FAST, f"init={trained_run}/model",
-                f"finetune.mode={mode}", "finetune.steps=3", "data.train_fraction=0.05", f"hydra.run.dir={out}"))
+                f"finetune.mode={mode}", "finetune.steps=3", "finetune.train_fraction=0.05", f"hydra.run.dir={out}"))
     m = json.loads((out / "metrics.json").read_text())
     for k in ("test/behavior_r", "test/behavior_r2", "test/behavior_r_scratch", "test/behavior_r2_scratch"):
         assert k in m
-    assert m["finetune/train_fraction"] == 0.05
+    assert "train_fraction 0.05" in (out / "model" / "README.md").read_text()
     assert (out / "model" / "model.safetensors").is_file()
+    if mode == "lora":
+        assert 0 < m["finetune/trainable_fraction"] < 0.2 and m["finetune/lora_layers"] > 0
+        from neurofound.models.neuroformer import Neuroformer
 
-
-def test_finetune_lora_is_a_clear_error(trained_run, tmp_path):
-    proc = run_cli("finetune", "experiment=neuroformer_behavior", *FAST, f"init={trained_run}/model",
-                   "finetune.mode=lora", f"hydra.run.dir={tmp_path / 'lora'}")
-    _user_error(proc, "lora", "not available yet")
+        Neuroformer.from_pretrained(out / "model")  # saved merged: the plain architecture loads strictly
 
 
 def test_user_mistakes_print_a_message_not_a_traceback(tmp_path):

@@ -11,7 +11,7 @@ a decorator on its model class::
 The recipe and converter are named by `"module:attribute"` strings and resolved only when asked
 for, so a model never imports a recipe. Families are found by importing the modules of
 `neurofound.models` on the first lookup, the modules a config lists under `plugins`
-(`import_plugins`) and the `neurofound.plugins` entry points.
+(`import_plugins`) $NEUROFOUND_PLUGINS and the `neurofound.plugins` entry points.
 
 `load_pretrained(spec)` accepts a run folder (uses its `model/`), a model folder written by
 `save_pretrained`, a Lightning checkpoint (`.ckpt`, read with `torch.load(weights_only=True)`),
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import pkgutil
 import sys
 from dataclasses import dataclass, field
@@ -105,10 +106,18 @@ def resolve(spec: str | Any) -> Any:
     return obj
 
 
+PLUGINS_ENV = "NEUROFOUND_PLUGINS"
+
+
 def import_plugins(modules: Iterable[str] = ()) -> None:
-    """Import `modules` (and the `neurofound.plugins` entry points) so that their families and
-    tokenizers register themselves."""
-    for module in modules or ():
+    """Import `modules`, those listed (comma-separated) in $NEUROFOUND_PLUGINS and the `neurofound.plugins`
+    entry points, so that the families and tokenizers they define register themselves.
+
+    A config names its plugins under `plugins`; commands without a config (`export`, `convert`) find
+    them through the environment variable or an installed package's entry point.
+    """
+    env = [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+    for module in [*(modules or ()), *env]:
         try:
             importlib.import_module(str(module))
         except ModuleNotFoundError as err:

@@ -19,6 +19,7 @@ from neurofound.data.contracts import SpikeContract
 from neurofound.errors import ConfigError, ContractError
 from neurofound.models.neuroformer import Neuroformer
 from neurofound.recipes.base import DataBundle, EvalResult, Recipe, RunContext, Stage
+from neurofound.runtime import instantiate_node
 
 log = logging.getLogger("neurofound")
 
@@ -38,7 +39,7 @@ class NeuroformerRecipe(Recipe):
         """
         recording = instantiate(cfg.data.recording)
         if tokenizer is None:
-            tokenizer = instantiate(cfg.tokenizer)(n_neurons=recording.n_neurons)
+            tokenizer = instantiate_node(cfg.tokenizer)(n_neurons=recording.n_neurons)
         overrides: dict[str, Any] = {}
         if purpose == "finetune":
             targets = list(OmegaConf.select(cfg, "finetune.targets", default=None) or [])
