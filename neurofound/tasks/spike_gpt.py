@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 
 from neurofound.models.registry import checkpoint_metadata
+from neurofound.tasks.base import NeurofoundTask
 from neurofound.tasks.optim import build_optimizer
 
 # Losses whose reduction is a mean over non-PAD next-token targets (see `_ddp_token_scale`).
 _TOKEN_LOSSES = {"id": "target_id", "dt": "target_dt"}
 
 
-class SpikeGPTTask(L.LightningModule):
+class SpikeGPTTask(NeurofoundTask):
     """Teacher-forced next ID/dt prediction (+ contrastive and behaviour terms of the model).
 
     Args:
