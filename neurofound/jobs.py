@@ -153,13 +153,17 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False):
     if rank_zero_only.rank == 0 and not resume:
         _write_config(run, cfg)
 
+    from neurofound.tasks.base import gather_model
+
     stages = recipe.stages(cfg, data, model)
     done = _read_stages(run) if resume else {}
     trainer, fit_s = None, 0.0
+    models: dict[str, torch.nn.Module] = {}
     for stage in stages:
         ckpt_dir = run.checkpoints if len(stages) == 1 else run.checkpoints / stage.name
         if stage.name in done and stage.save_to and (run.root / stage.save_to / "config.json").is_file():
             _restore_stage(stage, run)
+            models[stage.save_to] = stage.task.model
             log.info("stage %s: finished before, restored from %s", stage.name, stage.save_to)
             continue
         trainer = runtime.build_trainer(cfg, run.root, checkpoint_dir=ckpt_dir, **stage.trainer_overrides)
@@ -179,6 +183,10 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False):
             trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)
             if trainer.global_rank == 0:
                 _mark_stage(run, stage.name, trainer.global_step)
+        # every rank takes part (collective under FSDP); rank 0 gets the whole, unsharded model
+        gathered = gather_model(stage.task, trainer)
+        if stage.save_to and gathered is not None:
+            models[stage.save_to] = gathered
     if trainer is not None and trainer.global_rank != 0:
         return None
 
@@ -186,7 +194,6 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False):
     if trainer is not None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         metrics.update({"train/steps": trainer.global_step, "train/fit_seconds": fit_s})
-    models = {s.save_to: s.task.model for s in stages if s.save_to}
     for m in models.values():
         m.eval()
     ctx = RunContext(cfg=cfg, run=run, data=data, verb="train", seed=int(cfg.seed), fast=_fast(cfg), trainer=trainer)

@@ -136,10 +136,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, checkpoint_dir: Path | None
         else:
             callbacks.append(instantiate(c))
     callbacks.append(RNGStateCallback())
-    kwargs = dict(logger=logger, callbacks=callbacks, default_root_dir=str(run_dir))
-    strategy = cfg.trainer.get("strategy")
-    if not (isinstance(strategy, DictConfig) or (isinstance(strategy, str) and strategy.startswith("fsdp"))):
-        kwargs["plugins"] = [AtomicCheckpointIO()]
+    # atomic single-file checkpoints; a sharded (FSDP) checkpoint is a folder the strategy writes itself
+    kwargs = dict(logger=logger, callbacks=callbacks, default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()])
     if not checkpoints:
         kwargs["enable_checkpointing"] = False
     kwargs.update(overrides)

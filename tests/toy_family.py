@@ -32,6 +32,7 @@ from neurofound.models.registry import register_family
 from neurofound.nn.attention import MultiHeadAttention
 from neurofound.recipes.base import DataBundle, EvalResult, Recipe, RunContext, Stage
 from neurofound.runtime import instantiate_node
+from neurofound.tasks.base import NeurofoundTask
 from neurofound.tasks.optim import build_optimizer
 
 
@@ -153,7 +154,7 @@ class ToyData(L.LightningDataModule):
         return self.loader("test")
 
 
-class ToyTask(L.LightningModule):
+class ToyTask(NeurofoundTask):
     def __init__(self, model: ToyModel, lr: float = 1e-2):
         super().__init__()
         self.model = model
@@ -174,9 +175,6 @@ class ToyTask(L.LightningModule):
 
     def configure_optimizers(self):
         return build_optimizer(self.model, self.lr, 0.0, (0.9, 0.95), 0, 1000)
-
-    def on_save_checkpoint(self, checkpoint):
-        checkpoint["neurofound"] = self.model.checkpoint_metadata()
 
 
 @torch.no_grad()

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from typing import Any, Protocol, Sequence
 
-import lightning as L
 import numpy as np
 import torch
 from torch import nn
 
 from neurofound.errors import ConfigError, UnsupportedError
+from neurofound.tasks.base import NeurofoundTask
 from neurofound.tasks.optim import build_optimizer
 
 MODES = ("frozen", "linear", "full", "lora")
@@ -112,7 +112,7 @@ def to_device(batch: Any, device) -> Any:
     return batch
 
 
-class FinetuneTask(L.LightningModule):
+class FinetuneTask(NeurofoundTask):
     """Trains whatever `configure_mode` left trainable on the spec's objective of `mode`.
 
     Args:
@@ -144,10 +144,6 @@ class FinetuneTask(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         return build_optimizer(self.model, hp.lr, hp.weight_decay, (0.9, 0.95), hp.warmup_steps, hp.max_steps)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if hasattr(self.model, "checkpoint_metadata"):
-            checkpoint["neurofound"] = self.model.checkpoint_metadata()
 
 
 def _batch_size(batch: Any) -> int:

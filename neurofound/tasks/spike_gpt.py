@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 
+from neurofound.tasks.base import NeurofoundTask
 from neurofound.tasks.optim import build_optimizer
 
 # Losses whose reduction is a mean over non-PAD next-token targets (see `_ddp_token_scale`).
 _TOKEN_LOSSES = {"id": "target_id", "dt": "target_dt"}
 
 
-class SpikeGPTTask(L.LightningModule):
+class SpikeGPTTask(NeurofoundTask):
     """Teacher-forced next ID/dt prediction (+ contrastive and behaviour terms of the model).
 
     Args:
@@ -118,9 +118,3 @@ class SpikeGPTTask(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         return build_optimizer(self.model, hp.lr, hp.weight_decay, hp.betas, hp.warmup_steps, hp.max_steps)
-
-    # -- checkpoints ---------------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # Plain JSON-able data only, so `neurofound export` can read the checkpoint with
-        # torch.load(weights_only=True) and rebuild the model without unpickling objects.
-        checkpoint["neurofound"] = self.model.checkpoint_metadata()
