@@ -243,7 +243,7 @@ def eval(cfg: DictConfig, run_dir: Path):  # noqa: A001 - the verb's name
 
 
 def run_verb(verb: str, cfg: DictConfig, run_dir: Path):
-    """A recipe's extra verb (e.g. Neuroformer's `generate`) on a trained model."""
+    """A recipe's extra verb (e.g. `generate` of a spike model) on a trained model."""
     recipe = _recipe(cfg)
     verbs = recipe.verbs()
     if verb not in verbs:

@@ -24,3 +24,26 @@ FAST = [
     "trainer.enable_progress_bar=false", "eval.max_windows=32", "eval.n_stretches=2", "eval.max_batches=2",
     "model.n_embd=32", "model.n_state_layers=1", "model.n_history_layers=1", "model.n_stimulus_layers=1",
 ]
+
+
+def ok(proc):
+    """Assert a CLI run succeeded (showing its output otherwise) and return it."""
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
+    return proc
+
+
+def user_error(proc, *needles: str):
+    """A user's mistake: exit status 2, one clear message, no Python traceback."""
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 2, f"exit {proc.returncode}: {text[-3000:]}"
+    assert "Traceback" not in text, text[-3000:]
+    for needle in needles:
+        assert needle.lower() in text.lower(), f"{needle!r} not in:\n{text[-2000:]}"
+
+
+def compose(verb: str, overrides: list[str]):
+    """The config `neurofound VERB OVERRIDES...` would run (composed in this process, not resolved)."""
+    from neurofound.cli import _compose, _register_resolvers
+
+    _register_resolvers()
+    return _compose(verb, overrides)

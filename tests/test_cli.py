@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import FAST, run_cli
+from helpers import FAST, ok as _ok, run_cli, user_error as _user_error
 
 pytestmark = pytest.mark.slow
 
@@ -16,28 +16,6 @@ REQUIRED = ["test/id_loss", "test/dt_loss", "test/id_acc", "test/set_f1", "test/
             "test/connectivity_auroc", "test/connectivity_auprc", "test/connectivity_auroc_nonhub",
             "test/connectivity_auroc_untrained", "test/connectivity_auroc_corr_baseline",
             "test/connectivity_auroc_lagcorr_baseline", "test/connectivity_auroc_pcorr_baseline"]
-
-
-def _ok(proc):
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
-    return proc
-
-
-def _user_error(proc, *needles: str):
-    """A user's mistake: non-zero exit, one clear message, no Python traceback."""
-    text = proc.stdout + proc.stderr
-    assert proc.returncode != 0, text[-2000:]
-    assert "Traceback" not in text, text[-3000:]
-    for needle in needles:
-        assert needle.lower() in text.lower(), f"{needle!r} not in:\n{text[-2000:]}"
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("runs") / "quick"
-    # eval.max_windows is large enough to cover a PSTH bin, so every quickstart metric exists
-    _ok(run_cli("train", "experiment=quickstart", *FAST, "eval.max_windows=200", f"hydra.run.dir={run}"))
-    return run
 
 
 def test_train_writes_the_run_folder(trained_run):
@@ -166,3 +144,18 @@ def test_trainer_ddp_from_the_command_line(tmp_path):
     m = json.loads((run / "metrics.json").read_text())
     assert m["train/steps"] == 4 and "test/id_loss" in m
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_trainer_fsdp_from_the_command_line(tmp_path):
+    """`trainer=fsdp` (ModelParallelStrategy + FSDP2, 2 CPU processes over gloo): the saved model is the
+    gathered, unsharded one and loads on its own."""
+    run = tmp_path / "fsdp"
+    _ok(run_cli("train", "experiment=quickstart", *FAST, "trainer=fsdp", "eval.generate=false",
+                "eval.untrained_baseline=false", f"hydra.run.dir={run}", env={"OMP_NUM_THREADS": "1"}))
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["train/steps"] == 4 and "test/id_loss" in m
+    assert (run / "checkpoints" / "last.ckpt").is_dir()  # a sharded (distributed) checkpoint folder
+    from neurofound.models.registry import load_pretrained
+
+    model = load_pretrained(run)
+    assert model.config.n_embd == 32 and model.tokenizer is not None

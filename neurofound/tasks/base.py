@@ -29,7 +29,7 @@ class NeurofoundTask(L.LightningModule):
 
     Shard units: a model may list the classes of its repeated blocks in a class attribute
     `_fsdp_units: tuple[type[nn.Module], ...]`; without it, every child of an `nn.ModuleList` is one
-    unit (for Neuroformer: each transformer `Block`). Everything else (embeddings, heads) belongs to
+    unit (for a spike GPT: each transformer `Block`). Everything else (embeddings, heads) belongs to
     the root unit.
     """
 
@@ -135,7 +135,7 @@ def full_state_dict(task_or_model: nn.Module, trainer: L.Trainer | None = None) 
 def unsharded_copy(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
     """A fresh, plain (unsharded) instance of `model`'s class and config holding `state_dict` (strict).
 
-    Works for any model built as `cls(config)` (the Hub mixin's convention), e.g. `Neuroformer`. The
+    Works for any model built as `cls(config)` (the Hub mixin convention). The
     copy is on CPU, in eval mode, with the same tokenizer.
     """
     from torch.distributed.fsdp import FSDPModule
