@@ -18,6 +18,8 @@ _EXPORTS = {
     "Splits": "neurofound.data.splits",
     "VolumeContract": "neurofound.data.contracts",
     "VoxelContract": "neurofound.data.contracts",
+    "bin_grid": "neurofound.data.binning",
+    "bin_spikes": "neurofound.data.binning",
     "cache_root": "neurofound.data.cache",
     "cached_recording": "neurofound.data.cache",
     "check_no_leakage": "neurofound.data.splits",

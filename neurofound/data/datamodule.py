@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from neurofound.data.binning import bin_grid, bin_spikes
 from neurofound.data.contracts import SpikeContract
 from neurofound.data.records import SpikeRecording
 from neurofound.data.splits import SPLITS, Splits, check_no_leakage, split_intervals
@@ -419,26 +420,15 @@ class SpikeDataModule(L.LightningDataModule):
             `(counts (N, T) int64, bin_starts (T,) float64)`.
         """
         self.setup()
-        if not bin_size > 0:
-            raise ValueError(f"bin_size must be > 0 s, got {bin_size}")
         rec = self.recording
-        times = rec.spike_times if spike_times is None else np.asarray(spike_times, np.float64)
-        units = rec.unit_ids if unit_ids is None else np.asarray(unit_ids, np.int64)
+        times = rec.spike_times if spike_times is None else spike_times
+        units = rec.unit_ids if unit_ids is None else unit_ids
         t_end = np.sort(self.intervals[split])
-        starts_list = []
+        runs = []
         if t_end.size:
             breaks = np.flatnonzero(np.diff(t_end) > self.window + 1e-9)
             run_first = np.concatenate([[0], breaks + 1])
             run_last = np.concatenate([breaks, [t_end.size - 1]])
-            for a, b in zip(run_first, run_last):
-                run_start, run_stop = t_end[a] - self.window, t_end[b]
-                n = int(math.floor((run_stop - run_start) / bin_size + 1e-6))
-                starts_list.append(run_start + bin_size * np.arange(n))
-        bin_starts = np.concatenate(starts_list) if starts_list else np.zeros(0)
-        counts = np.zeros((rec.n_neurons, bin_starts.size), dtype=np.int64)
-        if bin_starts.size:
-            pos = np.searchsorted(bin_starts, times + 1e-9, side="right") - 1
-            ok = pos >= 0
-            ok[ok] &= times[ok] < bin_starts[pos[ok]] + bin_size - 1e-9
-            np.add.at(counts, (units[ok], pos[ok]), 1)
-        return counts, bin_starts
+            runs = [bin_grid(t_end[a] - self.window, t_end[b], bin_size) for a, b in zip(run_first, run_last)]
+        bin_starts = np.concatenate(runs) if runs else bin_grid(0.0, 0.0, bin_size)
+        return bin_spikes(times, units, rec.n_neurons, bin_starts, bin_size), bin_starts

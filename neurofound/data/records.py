@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from neurofound.data.binning import bin_grid, bin_spikes
+
 FORMAT_VERSION = 1
 _META_FILE = "recording.json"
 
@@ -271,14 +273,11 @@ class SpikeRecording:
         return np.bincount(self.unit_ids, minlength=self.n_neurons) / self.duration
 
     def raster(self, bin_size: float, start: float = 0.0, stop: float | None = None) -> np.ndarray:
-        """Spike counts (N, T) in bins `[start + k * bin_size, start + (k + 1) * bin_size)`."""
+        """Spike counts (N, T) int64 in bins `[start + k * bin_size, start + (k + 1) * bin_size)`
+        over `[start, stop)` (default the whole recording); see `neurofound.data.binning`."""
         stop = self.duration if stop is None else stop
-        n_bins = int(np.floor((stop - start) / bin_size + 1e-9))
-        idx = np.floor((self.spike_times - start) / bin_size + 1e-9).astype(np.int64)
-        keep = (idx >= 0) & (idx < n_bins)
-        out = np.zeros((self.n_neurons, n_bins), dtype=np.int64)
-        np.add.at(out, (self.unit_ids[keep], idx[keep]), 1)
-        return out
+        grid = bin_grid(start, stop, bin_size)
+        return bin_spikes(self.spike_times, self.unit_ids, self.n_neurons, grid, bin_size)
 
     def __repr__(self) -> str:
         extras = []
