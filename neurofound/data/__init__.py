@@ -26,8 +26,12 @@ _EXPORTS = {
     "config_hash": "neurofound.data.cache",
     "lif_config": "neurofound.data.simulate",
     "read_nwb": "neurofound.data.nwb",
+    "resolve_split_mode": "neurofound.data.splits",
     "simulate_lif_network": "neurofound.data.simulate",
+    "split_by_group": "neurofound.data.splits",
     "split_intervals": "neurofound.data.splits",
+    "split_time_blocks": "neurofound.data.splits",
+    "split_trials": "neurofound.data.splits",
 }
 
 __all__ = sorted(_EXPORTS)

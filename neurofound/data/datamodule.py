@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from neurofound.data.binning import bin_grid, bin_spikes
 from neurofound.data.contracts import SpikeContract
 from neurofound.data.records import SpikeRecording
-from neurofound.data.splits import SPLITS, Splits, check_no_leakage, split_intervals
+from neurofound.data.splits import SPLITS, Splits, check_no_leakage, resolve_split_mode, split_intervals
 
 _TOKEN_KEYS = ("id", "dt", "id_prev", "dt_prev")
 
@@ -129,7 +129,9 @@ class SpikeDataModule(L.LightningDataModule):
             `block_size_prev`, `frame_window`, `frame_rate`).
         batch_size: samples per batch.
         num_workers: DataLoader workers.
-        split_mode: "blocks" (time blocks per segment) or "trials" (whole trials).
+        split_mode: "blocks" (time blocks per segment), "trials" (whole trials) or "auto"
+            (trials when the recording has trials, else blocks); `self.split_mode` holds the
+            resolved mode.
         train_fraction: in (0, 1]; contiguous run of training windows to keep (see splits.py).
         val_frac, test_frac: validation / test fractions (of time, or of trials).
         behavior_inputs: behaviour variables fed to the model.
@@ -197,10 +199,7 @@ class SpikeDataModule(L.LightningDataModule):
                 f"tokenizer expects n_neurons={n_tok} but the recording has {rec.n_neurons} units; "
                 "build the tokenizer with the recording's n_neurons (or select matching units)"
             )
-        if self.split_mode not in ("blocks", "trials"):
-            raise ValueError(f"split_mode must be 'blocks' or 'trials', got {self.split_mode!r}")
-        if self.split_mode == "trials" and not rec.trials:
-            raise ValueError("split_mode='trials' but the recording has no trials; use 'blocks'")
+        self.split_mode = resolve_split_mode(self.split_mode, rec.trials)
         if self.use_frames:
             if rec.frames is None:
                 raise ValueError(

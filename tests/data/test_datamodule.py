@@ -163,6 +163,19 @@ def test_trials_mode():
         assert trials[k][0] <= t - 0.15 + 1e-9 and t <= trials[k][1] + 1e-9
 
 
+@pytest.mark.parametrize("trials, expected", [(None, "blocks"), ([(float(k), k + 1.5) for k in range(0, 20, 2)], "trials")])
+def test_auto_split_mode(trials, expected):
+    module = SpikeDataModule(_recording(trials=trials), SpikeTokenizer(N, **TOK), split_mode="auto", frames=False)
+    assert module.split_mode == expected
+    module.setup()
+    if expected == "trials":  # whole trials: each trial's windows are in one split only
+        owners = [set(np.unique(module.splits.segments[s]).tolist()) for s in ("train", "val", "test")]
+        assert sum(len(o) for o in owners) == len(trials)
+        assert not (owners[0] & owners[1] or owners[0] & owners[2] or owners[1] & owners[2])
+    else:
+        assert module.splits.blocks["test"] == [pytest.approx((9.6, 12.0)), pytest.approx((18.4, 20.0))]
+
+
 @pytest.mark.parametrize(
     "make, match",
     [
