@@ -18,7 +18,7 @@ import math
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -57,6 +57,8 @@ class SpikeRecording:
         hubs: optional indices of hub neurons (simulations).
         meta: free-form JSON-serialisable dict (`source`, `config`, ...).
     """
+
+    format_version: ClassVar[int] = FORMAT_VERSION  # of `save`; part of the cache key
 
     spike_times: np.ndarray
     unit_ids: np.ndarray
