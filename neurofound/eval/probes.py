@@ -17,6 +17,7 @@ from sklearn.model_selection import KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from neurofound.errors import ConfigError, DataError
 from neurofound.eval.metrics import behavior_scores
 
 __all__ = ["DEFAULT_ALPHAS", "DEFAULT_CS", "logistic_probe", "ridge_probe"]
@@ -46,13 +47,13 @@ def ridge_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     ytr = np.asarray(train_y, dtype=np.float64)
     xte = np.asarray(test_x, dtype=np.float64)
     if xtr.ndim != 2 or xte.ndim != 2 or xtr.shape[1] != xte.shape[1]:
-        raise ValueError(f"train_x {xtr.shape} and test_x {xte.shape} must be (rows, features) with equal features")
+        raise DataError(f"train_x {xtr.shape} and test_x {xte.shape} must be (rows, features) with equal features")
     if ytr.shape[0] != xtr.shape[0] or ytr.ndim not in (1, 2):
-        raise ValueError(f"train_y {ytr.shape} must have one row per train_x row ({xtr.shape[0]})")
+        raise DataError(f"train_y {ytr.shape} must have one row per train_x row ({xtr.shape[0]})")
     if cv < 2 or xtr.shape[0] < cv:
-        raise ValueError(f"need cv >= 2 folds and at least cv train rows; got cv={cv}, rows={xtr.shape[0]}")
+        raise ConfigError(f"need cv >= 2 folds and at least cv train rows; got cv={cv}, rows={xtr.shape[0]}")
     if not (np.all(np.isfinite(xtr)) and np.all(np.isfinite(ytr)) and np.all(np.isfinite(xte))):
-        raise ValueError("features/targets contain NaN or inf; drop or impute those rows first")
+        raise DataError("features/targets contain NaN or inf; drop or impute those rows first")
     model = make_pipeline(StandardScaler(), RidgeCV(alphas=list(alphas), cv=KFold(n_splits=cv, shuffle=False)))
     model.fit(xtr, ytr)
     pred = model.predict(xte)

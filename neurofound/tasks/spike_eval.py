@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from neurofound.eval import connectivity as conn
 from neurofound.eval import metrics as M
 from neurofound.eval import plots
+from neurofound.eval import spike_metrics as SM
 
 log = logging.getLogger(__name__)
 
@@ -236,18 +237,18 @@ def generation_metrics(result, rows: np.ndarray, dm, *, split: str, suffix: str 
     true_sets = [truth["sets"][r] for r in rows]
     pred_sets = [np.array(sorted(s)) for s in result.window_sets()]
     out = {}
-    ref = M.set_f1_ref(true_sets, pred_sets)
-    fixed = M.set_f1(true_sets, pred_sets)
+    ref = SM.set_f1_ref(true_sets, pred_sets)
+    fixed = SM.set_f1(true_sets, pred_sets)
     keep = pos[truth["window"]] >= 0
-    tim = M.timing_f1(truth["times"][keep], truth["unit_ids"][keep], pos[truth["window"][keep]],
+    tim = SM.timing_f1(truth["times"][keep], truth["unit_ids"][keep], pos[truth["window"][keep]],
                       result.spike_times, result.unit_ids, result.window, n_windows=n_windows)
     n_gen = np.bincount(result.window, minlength=n_windows)
     n_true = np.array([len(s) for s in true_sets])
     out.update({f"{split}/set_f1{suffix}": fixed["f1"], f"{split}/set_f1_ref{suffix}": ref["f1"],
                 f"{split}/set_precision{suffix}": fixed["precision"], f"{split}/set_recall{suffix}": fixed["recall"],
                 f"{split}/timing_f1{suffix}": tim["f1"],
-                f"{split}/empty_window_frac{suffix}": M.empty_window_frac(n_gen),
-                f"{split}/true_empty_window_frac{suffix}": M.empty_window_frac(n_true)})
+                f"{split}/empty_window_frac{suffix}": SM.empty_window_frac(n_gen),
+                f"{split}/true_empty_window_frac{suffix}": SM.empty_window_frac(n_true)})
     true_counts, _ = dm.held_out_counts(split, psth_bin)
     gen_counts, _ = dm.held_out_counts(split, psth_bin, spike_times=result.spike_times, unit_ids=result.unit_ids)
     # only bins inside generated windows count: restrict to bins where generation ran
@@ -255,7 +256,7 @@ def generation_metrics(result, rows: np.ndarray, dm, *, split: str, suffix: str 
                                                unit_ids=np.zeros(result.intervals.size, np.int64))
     covered = gen_windows_counts.sum(0) >= max(1, int(round(psth_bin / dm.window)) // 2)
     if covered.sum() >= 3:
-        ps = M.psth_corr(true_counts[:, covered], gen_counts[:, covered])
+        ps = SM.psth_corr(true_counts[:, covered], gen_counts[:, covered])
         name = "psth_corr_truepast" if suffix == "_truepast" else f"psth_corr{suffix}"
         out[f"{split}/{name}"] = ps["r"]
         out[f"{split}/psth_n_excluded{suffix}"] = ps["n_excluded"]

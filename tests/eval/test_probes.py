@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
+from neurofound.errors import ConfigError, DataError
 from neurofound.eval.probes import DEFAULT_ALPHAS, ridge_probe
 
 
@@ -39,9 +40,9 @@ def test_probe_regularises_noise_targets_strongly():
 
 def test_probe_rejects_bad_input():
     x, y = _data(n=20)
-    with pytest.raises(ValueError, match="equal features"):
+    with pytest.raises(DataError, match="equal features"):
         ridge_probe(x, y, x[:, :3])
-    with pytest.raises(ValueError, match="cv"):
+    with pytest.raises(ConfigError, match="cv"):
         ridge_probe(x[:3], y[:3], x, cv=5)
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(DataError, match="NaN"):
         ridge_probe(np.where(x > 1, np.nan, x), y, x)
