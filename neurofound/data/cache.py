@@ -154,15 +154,3 @@ def cached(
         if not (path / KEY_FILE).exists():
             raise
     return record
-
-
-def cached_recording(
-    kind: str,
-    config: dict[str, Any],
-    code_version: str,
-    build: Callable[[], SpikeRecording],
-    *,
-    use_cache: bool = True,
-) -> SpikeRecording:
-    """`cached(...)` for a `SpikeRecording`."""
-    return cached(kind, config, code_version, build, record_type=SpikeRecording, use_cache=use_cache)

@@ -29,6 +29,7 @@ from neurofound.data.binning import bin_grid, bin_spikes
 from neurofound.data.contracts import SpikeContract
 from neurofound.data.records import SpikeRecording
 from neurofound.data.splits import SPLITS, Splits, check_no_leakage, resolve_split_mode, split_intervals
+from neurofound.errors import ConfigError, ContractError, DataError
 
 _TOKEN_KEYS = ("id", "dt", "id_prev", "dt_prev")
 
@@ -164,7 +165,7 @@ class SpikeDataModule(L.LightningDataModule):
         if not isinstance(recording, SpikeRecording):
             raise TypeError(f"recording must be a SpikeRecording, got {type(recording).__name__}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.recording = recording
         self.tokenizer = tokenizer
         self.batch_size = int(batch_size)
@@ -195,40 +196,40 @@ class SpikeDataModule(L.LightningDataModule):
         rec, tok = self.recording, self.tokenizer
         n_tok = int(_tok_param(tok, "n_neurons"))
         if n_tok != rec.n_neurons:
-            raise ValueError(
+            raise ContractError(
                 f"tokenizer expects n_neurons={n_tok} but the recording has {rec.n_neurons} units; "
                 "build the tokenizer with the recording's n_neurons (or select matching units)"
             )
         self.split_mode = resolve_split_mode(self.split_mode, rec.trials)
         if self.use_frames:
             if rec.frames is None:
-                raise ValueError(
+                raise DataError(
                     "frames=True but the recording has no stimulus frames; pass frames=False "
                     "(or read a stimulus, e.g. read_nwb(..., stimulus=NAME))"
                 )
             tok_rate = float(_tok_param(tok, "frame_rate"))
             if not math.isclose(rec.frame_rate, tok_rate, rel_tol=1e-6):
-                raise ValueError(
+                raise ContractError(
                     f"frame rate mismatch: recording frames are at {rec.frame_rate:g} Hz but the "
                     f"tokenizer expects frame_rate={tok_rate:g} Hz; resample the movie or build "
                     "the tokenizer with the recording's rate"
                 )
             got = rec.frame_shape
             if self.expected_frame_shape is not None and got != self.expected_frame_shape:
-                raise ValueError(
+                raise ContractError(
                     f"frame shape mismatch: the model expects frames of (H, W) = "
                     f"{self.expected_frame_shape} but the recording has {got}; resize the movie "
                     "or configure the model's frame size"
                 )
         for name in self.behavior_inputs + self.behavior_targets:
             if name not in rec.behavior:
-                raise ValueError(
+                raise DataError(
                     f"behaviour variable {name!r} is not in the recording; it has "
                     f"{sorted(rec.behavior)}"
                 )
             rate = rec.behavior[name][1]
             if rate * self.window < 1.0 - 1e-6:
-                raise ValueError(
+                raise DataError(
                     f"behaviour {name!r} is sampled at {rate:g} Hz, below one sample per current "
                     f"window ({self.window:g} s needs >= {1 / self.window:g} Hz); resample it"
                 )
@@ -333,16 +334,10 @@ class SpikeDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
     def dataloader(self, split: str, shuffle: bool = False) -> DataLoader:
         """Loader of any split ("train", "val", "test")."""
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+            raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
         return self._loader(split, shuffle)
 
     # ------------------------------------------------------------------ contract & truth
@@ -367,7 +362,7 @@ class SpikeDataModule(L.LightningDataModule):
         """Undo the z-scoring of behaviour variable `name` (numpy array or tensor)."""
         self.setup()
         if name not in self.behavior_stats:
-            raise ValueError(f"no statistics for behaviour {name!r}; have {sorted(self.behavior_stats)}")
+            raise ConfigError(f"no statistics for behaviour {name!r}; have {sorted(self.behavior_stats)}")
         s = self.behavior_stats[name]
         return values * s["std"] + s["mean"]
 
@@ -381,7 +376,7 @@ class SpikeDataModule(L.LightningDataModule):
         """
         self.setup()
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+            raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
         rec = self.recording
         t_end = self.intervals[split]
         # Same bin-edge tolerance as the tokenizer (a spike a hair before t counts as at t).

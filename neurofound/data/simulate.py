@@ -33,12 +33,11 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from neurofound.data.cache import cache_path, cached
+from neurofound.data.cache import cached
 from neurofound.data.records import SpikeRecording
 from neurofound.data.stimulus import (
     DEFAULT_IMAGES,
@@ -285,7 +284,7 @@ def simulate_lif_network(
     Args:
         config: simulation parameters overriding `DEFAULT_CONFIG` (e.g. `{"seed": 1}`).
         use_cache: read/write the Arrow cache under `$NEUROFOUND_CACHE` (keyed by the full
-            config and `cache_version()`; see `lif_cache_path`).
+            config and `cache_version()`).
         **overrides: more overrides, e.g. `duration=5.0`.
 
     Returns:
@@ -295,8 +294,3 @@ def simulate_lif_network(
     cfg = lif_config(config, **overrides)
     return cached("lif", cfg, cache_version(), lambda: _simulate(cfg), record_type=SpikeRecording,
                   use_cache=use_cache)
-
-
-def lif_cache_path(config: dict[str, Any] | None = None, **overrides: Any) -> Path:
-    """Cache folder of the simulation `simulate_lif_network(config, **overrides)` reads or writes."""
-    return cache_path("lif", lif_config(config, **overrides), cache_version(), SpikeRecording)

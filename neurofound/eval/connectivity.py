@@ -18,9 +18,10 @@ import warnings
 from collections.abc import Hashable, Sequence
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score
 
 from neurofound.errors import ConfigError, DataError, UnknownNameError
+from neurofound.eval.metrics import auroc
 
 __all__ = [
     "AttentionConnectivity",
@@ -252,13 +253,13 @@ def score(matrix: np.ndarray, true_weights: np.ndarray, *, hub_ids: Sequence[int
     y, s = (w[off] != 0), m[off]
     if y.all() or not y.any():
         raise DataError("true_weights must contain both connected and unconnected off-diagonal pairs")
-    out = {"auroc": float(roc_auc_score(y, s)), "auprc": float(average_precision_score(y, s)),
+    out = {"auroc": auroc(y, s), "auprc": float(average_precision_score(y, s)),
            "edge_density": float(y.mean())}
     if hub_ids is not None:
         keep = off.copy()
         keep[:, np.asarray(hub_ids, dtype=np.int64)] = False
         yk = w[keep] != 0
-        out["auroc_nonhub"] = float(roc_auc_score(yk, m[keep])) if 0 < yk.sum() < yk.size else float("nan")
+        out["auroc_nonhub"] = auroc(yk, m[keep])  # NaN when the hub columns held every edge
     return out
 
 

@@ -228,7 +228,7 @@ def generate_split(model, dm, *, split: str = "test", mode: str = "own_past", n_
 
 
 def generation_metrics(result, rows: np.ndarray, dm, *, split: str, suffix: str = "",
-                       psth_bin: float = 0.5) -> dict[str, float]:
+                       psth_bin: float = SM.DEFAULT_PSTH_BIN) -> dict[str, float]:
     """Set-F1 (reference and corrected), timing F1, empty-window fraction and PSTH r of generated spikes."""
     truth = dm.held_out_spikes(split)
     n_windows = rows.size
@@ -304,7 +304,7 @@ def connectivity_scores(dm, matrix: np.ndarray, *, split: str, untrained: np.nda
 def evaluate_spike_model(model, dm, *, split: str = "test", report_dir: str | Path | None = None,
                          untrained_model=None, generate: bool = True, true_past: bool = True,
                          connectivity: bool = True, max_windows: int | None = 1200, n_stretches: int = 16,
-                         max_batches: int | None = None, psth_bin: float = 0.5, seed: int = 0,
+                         max_batches: int | None = None, psth_bin: float = SM.DEFAULT_PSTH_BIN, seed: int = 0,
                          top_k: int = 0, top_p: float = 0.95, temperature: float = 1.0,
                          connectivity_split: str | None = CONNECTIVITY_SPLIT,
                          connectivity_layers: tuple[str, ...] | None = CONNECTIVITY_LAYERS,

@@ -9,7 +9,7 @@ import pytest
 from neurofound.data import cache as C
 from neurofound.data import simulate
 from neurofound.data.records import SpikeRecording
-from neurofound.data.simulate import DEFAULT_CONFIG, lif_cache_path, lif_config
+from neurofound.data.simulate import DEFAULT_CONFIG, lif_config
 from neurofound.errors import ConfigError
 
 
@@ -109,6 +109,18 @@ def test_record_format_version_is_in_the_key(monkeypatch):
 def test_unhashable_config_values_are_a_config_error():
     with pytest.raises(ConfigError, match=r"config.f = <function"):
         C.config_hash({"f": lambda: 0}, "v1")
+
+
+def lif_cache_path(config=None, **overrides):
+    """The entry `simulate_lif_network(config, **overrides)` reads or writes."""
+    return C.cache_path("lif", lif_config(config, **overrides), simulate.cache_version(), SpikeRecording)
+
+
+def test_simulate_uses_that_entry(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEUROFOUND_CACHE", str(tmp_path))
+    monkeypatch.setattr(simulate, "_simulate", lambda cfg: SpikeRecording([0.5], [0], 1, cfg["duration"]))
+    simulate.simulate_lif_network(seed=5, duration=2)
+    assert (lif_cache_path(seed=5, duration=2.0) / C.KEY_FILE).exists()
 
 
 def test_lif_key_holds_every_parameter_and_the_simulator_version(monkeypatch):

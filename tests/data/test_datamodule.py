@@ -6,6 +6,7 @@ import torch
 
 from neurofound.data.datamodule import SpikeDataModule
 from neurofound.data.records import SpikeRecording
+from neurofound.errors import ConfigError, ContractError, DataError
 from neurofound.tokenizers.spike import SpikeTokenizer
 
 N, DURATION = 8, 20.0
@@ -61,7 +62,7 @@ def test_batch_contract(dm):
 
 
 def test_frames_follow_the_tokenizer(dm):
-    batch = next(iter(dm.test_dataloader()))
+    batch = next(iter(dm.dataloader("test")))
     for row, t in enumerate(batch["interval"].numpy()):
         start, stop = dm.tokenizer.frame_slice(float(t), dm.recording.frames.shape[0])
         np.testing.assert_array_equal(batch["frames"][row, 0].numpy(), dm.recording.frames[start:stop])
@@ -158,7 +159,7 @@ def test_trials_mode():
     module.setup()
     owners = [set(np.unique(module.splits.segments[s]).tolist()) for s in ("train", "val", "test")]
     assert sum(len(o) for o in owners) == 10 and not (owners[0] & owners[1] or owners[0] & owners[2])
-    batch = next(iter(module.test_dataloader()))
+    batch = next(iter(module.dataloader("test")))
     for t, k in zip(batch["interval"].numpy(), batch["segment"].numpy()):
         assert trials[k][0] <= t - 0.15 + 1e-9 and t <= trials[k][1] + 1e-9
 
@@ -177,20 +178,22 @@ def test_auto_split_mode(trials, expected):
 
 
 @pytest.mark.parametrize(
-    "make, match",
+    "make, match, error",
     [
-        (lambda: (_recording(frame_rate=10.0), SpikeTokenizer(N, **TOK), {}), "frame rate mismatch.*10 Hz.*20 Hz"),
-        (lambda: (_recording(), SpikeTokenizer(N, **TOK), {"frame_shape": (32, 56)}), r"expects.*\(32, 56\).*\(6, 10\)"),
-        (lambda: (_recording(), SpikeTokenizer(N + 1, **TOK), {}), "n_neurons=9.*8 units"),
-        (lambda: (_recording(), SpikeTokenizer(N, **TOK), {"behavior_targets": ["gaze"]}), r"'gaze'.*\['pupil', 'speed'\]"),
-        (lambda: (_recording(), SpikeTokenizer(N, **TOK), {"split_mode": "trials"}), "no trials"),
+        (lambda: (_recording(frame_rate=10.0), SpikeTokenizer(N, **TOK), {}), "frame rate mismatch.*10 Hz.*20 Hz", ContractError),
+        (lambda: (_recording(), SpikeTokenizer(N, **TOK), {"frame_shape": (32, 56)}), r"expects.*\(32, 56\).*\(6, 10\)", ContractError),
+        (lambda: (_recording(), SpikeTokenizer(N + 1, **TOK), {}), "n_neurons=9.*8 units", ContractError),
+        (lambda: (_recording(), SpikeTokenizer(N, **TOK), {"behavior_targets": ["gaze"]}), r"'gaze'.*\['pupil', 'speed'\]", DataError),
+        (lambda: (_recording(), SpikeTokenizer(N, **TOK), {"split_mode": "trials"}), "no trials", DataError),
+        (lambda: (_recording(), SpikeTokenizer(N, **TOK), {"split_mode": "random"}), "split_mode must be one of", ConfigError),
+        (lambda: (_recording(), SpikeTokenizer(N, **TOK), {"batch_size": 0}), "batch_size", ConfigError),
         (lambda: (_recording(), SpikeTokenizer(N, **{**TOK, "window": 0.02, "window_prev": 0.02}),
-                  {"behavior_inputs": ["speed"]}), "below one sample per current window"),
+                  {"behavior_inputs": ["speed"]}), "below one sample per current window", DataError),
     ],
 )
-def test_contract_errors(make, match):
+def test_contract_errors(make, match, error):
     rec, tok, kw = make()
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         SpikeDataModule(rec, tok, **kw)
 
 
