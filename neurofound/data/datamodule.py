@@ -18,7 +18,7 @@ table of docs/architecture.md.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import lightning as L
 import numpy as np
@@ -111,6 +111,53 @@ class SpikeWindows(Dataset):
         }
 
 
+_SPEC_KEYS = {"objective", "n_classes", "bin_edges"}
+
+
+def _target_specs(
+    targets: Sequence[str], inputs: Sequence[str], specs: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Validated `{target: spec}` for every target (see `SpikeDataModule.behavior_target_specs`)."""
+    unknown = sorted(set(specs) - set(targets))
+    if unknown:
+        raise ConfigError(
+            f"behavior_target_specs names {unknown}, which are not behaviour targets ({list(targets)}); "
+            "add them to the targets (data.behavior) or drop their specs"
+        )
+    out: dict[str, dict[str, Any]] = {}
+    for name in targets:
+        spec = dict(specs.get(name) or {})
+        extra = sorted(set(spec) - _SPEC_KEYS)
+        if extra:
+            raise ConfigError(f"behaviour target {name!r}: unknown spec keys {extra}; known: {sorted(_SPEC_KEYS)}")
+        objective = spec.get("objective", "regression")
+        if objective == "regression":
+            if set(spec) - {"objective"}:
+                raise ConfigError(f"behaviour target {name!r}: n_classes / bin_edges need objective: classification")
+            out[name] = {"objective": "regression"}
+            continue
+        if objective != "classification":
+            raise ConfigError(f"behaviour target {name!r}: objective must be regression or classification, got {objective!r}")
+        if name in inputs:
+            raise ConfigError(f"behaviour variable {name!r} cannot be both an input and a classification target")
+        edges = spec.get("bin_edges")
+        if edges is not None:
+            edges = [float(e) for e in edges]
+            if not edges or not all(math.isfinite(e) for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
+                raise ConfigError(f"behaviour target {name!r}: bin_edges must be finite and strictly increasing, got {edges}")
+        n_classes = spec.get("n_classes", None if edges is None else len(edges) + 1)
+        if n_classes is None or int(n_classes) != n_classes or n_classes < 2:
+            raise ConfigError(f"behaviour target {name!r}: classification needs n_classes >= 2 or bin_edges, got {spec}")
+        if edges is not None and int(n_classes) != len(edges) + 1:
+            raise ConfigError(
+                f"behaviour target {name!r}: {len(edges)} bin_edges make {len(edges) + 1} classes, not n_classes={n_classes}"
+            )
+        out[name] = {"objective": "classification", "n_classes": int(n_classes)}
+        if edges is not None:
+            out[name]["bin_edges"] = edges
+    return out
+
+
 def _tok_param(tokenizer: Any, name: str) -> Any:
     if hasattr(tokenizer, name):
         return getattr(tokenizer, name)
@@ -136,7 +183,14 @@ class SpikeDataModule(L.LightningDataModule):
         train_fraction: in (0, 1]; contiguous run of training windows to keep (see splits.py).
         val_frac, test_frac: validation / test fractions (of time, or of trials).
         behavior_inputs: behaviour variables fed to the model.
-        behavior_targets: behaviour variables the model predicts.
+        behavior_targets: behaviour variables the model predicts (regression unless
+            `behavior_target_specs` says otherwise).
+        behavior_target_specs: `{name: spec}` for targets that are not plain regression, e.g.
+            `{"speed": {"objective": "classification", "bin_edges": [5.0, 10.0]}}` (3 classes:
+            <= 5, (5, 10], > 10, in the variable's raw units) or `{"state": {"objective":
+            "classification", "n_classes": 3}}` (the values are already class indices 0..2).
+            Classification targets are passed raw (never z-scored); the model turns them into
+            classes with the same `bin_edges` (see `behavior_target_specs()`).
         frames: include stimulus clips (the recording must have frames).
         normalize_behavior: z-score behaviour with training-split statistics.
         seed: shuffling of training batches and of trials in "trials" mode.
@@ -156,6 +210,7 @@ class SpikeDataModule(L.LightningDataModule):
         test_frac: float = 0.2,
         behavior_inputs: Sequence[str] = (),
         behavior_targets: Sequence[str] = (),
+        behavior_target_specs: Mapping[str, Mapping[str, Any]] | None = None,
         frames: bool = True,
         normalize_behavior: bool = True,
         seed: int = 0,
@@ -176,6 +231,7 @@ class SpikeDataModule(L.LightningDataModule):
         self.test_frac = float(test_frac)
         self.behavior_inputs = list(behavior_inputs or [])
         self.behavior_targets = list(behavior_targets or [])
+        self.target_specs = _target_specs(self.behavior_targets, self.behavior_inputs, behavior_target_specs or {})
         self.use_frames = bool(frames)
         self.normalize_behavior = bool(normalize_behavior)
         self.seed = int(seed)
@@ -192,6 +248,19 @@ class SpikeDataModule(L.LightningDataModule):
         self.behavior_stats: dict[str, dict[str, float]] = {}
 
     # ------------------------------------------------------------------ checks
+    def behavior_target_specs(self) -> dict[str, dict[str, Any]]:
+        """`{target: spec}` for every behaviour target, in target order: the model config's
+        `behavior_targets` (`NeuroformerConfig.behavior_targets`).
+
+        A spec is `{"objective": "regression"}` or `{"objective": "classification", "n_classes":
+        C}` plus `"bin_edges"` (C - 1 increasing edges, raw units) when the classes are bins of
+        a continuous variable.
+        """
+        return {name: dict(spec) for name, spec in self.target_specs.items()}
+
+    def _is_classification(self, name: str) -> bool:
+        return self.target_specs.get(name, {}).get("objective") == "classification"
+
     def _check_contract(self) -> None:
         rec, tok = self.recording, self.tokenizer
         n_tok = int(_tok_param(tok, "n_neurons"))
@@ -303,6 +372,11 @@ class SpikeDataModule(L.LightningDataModule):
 
     def _behavior_statistics(self) -> None:
         for name in dict.fromkeys(self.behavior_inputs + self.behavior_targets):
+            if self._is_classification(name):
+                self._check_classes(name)
+                for split in SPLITS:  # raw: the model bins them into classes with the spec's edges
+                    self.tables[split][f"behavior/{name}"] = self.tables[split][f"behavior_raw/{name}"].astype(np.float32)
+                continue
             train = self.tables["train"][f"behavior_raw/{name}"]
             mean = float(train.mean()) if train.size else 0.0
             std = float(train.std()) if train.size else 1.0
@@ -313,6 +387,21 @@ class SpikeDataModule(L.LightningDataModule):
             for split in SPLITS:
                 raw = self.tables[split][f"behavior_raw/{name}"]
                 self.tables[split][f"behavior/{name}"] = ((raw - mean) / std).astype(np.float32)
+
+    def _check_classes(self, name: str) -> None:
+        """Without bin edges the values are the class indices: they must be integers in 0..C-1."""
+        spec = self.target_specs[name]
+        if spec.get("bin_edges") is not None:
+            return
+        values = np.concatenate([self.tables[s][f"behavior_raw/{name}"] for s in SPLITS])
+        n = spec["n_classes"]
+        bad = (values != np.round(values)) | (values < 0) | (values > n - 1)
+        if bad.any():
+            raise DataError(
+                f"behaviour target {name!r} is a classification target without bin_edges, so its "
+                f"values must be class indices 0..{n - 1}; got e.g. {values[bad][:3].tolist()}. Give "
+                "bin_edges (in the variable's units) to bin a continuous variable"
+            )
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

@@ -202,3 +202,50 @@ def test_frames_requested_but_missing():
     rec.frames = None
     with pytest.raises(ValueError, match="frames=False"):
         SpikeDataModule(rec, SpikeTokenizer(N, **TOK))
+
+
+def test_behaviour_target_specs():
+    rec, tok = _recording(), SpikeTokenizer(N, **TOK)
+    plain = SpikeDataModule(rec, tok, frames=False, behavior_targets=["speed", "pupil"])
+    assert plain.behavior_target_specs() == {"speed": {"objective": "regression"}, "pupil": {"objective": "regression"}}
+    spec = {"speed": {"objective": "classification", "bin_edges": [4, 6]}}
+    dm = SpikeDataModule(rec, tok, frames=False, behavior_targets=["speed", "pupil"], behavior_target_specs=spec)
+    assert dm.behavior_target_specs() == {"speed": {"objective": "classification", "n_classes": 3, "bin_edges": [4.0, 6.0]},
+                                          "pupil": {"objective": "regression"}}
+    dm.setup()
+    # a classification target stays in raw units (the model bins it with the same edges); regression is z-scored
+    np.testing.assert_allclose(dm.tables["test"]["behavior/speed"], dm.tables["test"]["behavior_raw/speed"], rtol=1e-6)
+    assert "speed" not in dm.behavior_stats and "pupil" in dm.behavior_stats
+    batch = next(iter(dm.dataloader("val")))
+    assert batch["behavior_target"]["speed"].dtype == torch.float32 and batch["behavior_target"]["speed"].shape[1] == 1
+
+
+def test_class_index_targets_without_edges_must_be_class_indices():
+    rec = _recording()
+    state = np.random.default_rng(1).integers(0, 3, int(DURATION * 20)).astype(float)
+    rec.behavior["state"] = (state, 20.0)
+    tok = SpikeTokenizer(N, **TOK)
+    ok = SpikeDataModule(rec, tok, frames=False, behavior_targets=["state"],
+                         behavior_target_specs={"state": {"objective": "classification", "n_classes": 3}})
+    ok.setup()
+    assert set(np.unique(ok.tables["train"]["behavior/state"]).tolist()) == {0.0, 1.0, 2.0}
+    bad = SpikeDataModule(rec, tok, frames=False, behavior_targets=["state"],
+                          behavior_target_specs={"state": {"objective": "classification", "n_classes": 2}})
+    with pytest.raises(DataError, match="class indices 0..1"):
+        bad.setup()
+
+
+@pytest.mark.parametrize("specs, kw, match", [
+    ({"gaze": {"objective": "classification", "n_classes": 2}}, {}, r"\['gaze'\].*not behaviour targets"),
+    ({"speed": {"objective": "ordinal"}}, {}, "regression or classification"),
+    ({"speed": {"objective": "classification"}}, {}, "n_classes >= 2 or bin_edges"),
+    ({"speed": {"objective": "classification", "bin_edges": [6.0, 4.0]}}, {}, "strictly increasing"),
+    ({"speed": {"objective": "classification", "bin_edges": [4.0], "n_classes": 3}}, {}, "1 bin_edges make 2 classes"),
+    ({"speed": {"objective": "classification", "n_classes": 2, "edges": [1.0]}}, {}, r"unknown spec keys \['edges'\]"),
+    ({"speed": {"n_classes": 3}}, {}, "need objective: classification"),
+    ({"pupil": {"objective": "classification", "n_classes": 2}}, {"behavior_inputs": ["pupil"]}, "both an input"),
+])
+def test_behaviour_target_spec_errors(specs, kw, match):
+    with pytest.raises(ConfigError, match=match):
+        SpikeDataModule(_recording(), SpikeTokenizer(N, **TOK), frames=False, behavior_targets=["speed", "pupil"],
+                        behavior_target_specs=specs, **kw)
