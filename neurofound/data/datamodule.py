@@ -111,46 +111,41 @@ class SpikeWindows(Dataset):
         }
 
 
-_SPEC_KEYS = {"objective", "n_classes", "bin_edges"}
+_CLASS_KEYS = {"n_classes", "bin_edges"}
 
 
 def _target_specs(
-    targets: Sequence[str], inputs: Sequence[str], specs: Mapping[str, Mapping[str, Any]]
+    targets: Sequence[str], inputs: Sequence[str], classes: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, dict[str, Any]]:
     """Validated `{target: spec}` for every target (see `SpikeDataModule.behavior_target_specs`)."""
-    unknown = sorted(set(specs) - set(targets))
+    unknown = sorted(set(classes) - set(targets))
     if unknown:
         raise ConfigError(
-            f"behavior_target_specs names {unknown}, which are not behaviour targets ({list(targets)}); "
-            "add them to the targets (data.behavior) or drop their specs"
+            f"behavior_classes names {unknown}, which are not behaviour targets ({list(targets)}); "
+            "add them to the targets (data.behavior) or drop them from behavior_classes"
         )
     out: dict[str, dict[str, Any]] = {}
     for name in targets:
-        spec = dict(specs.get(name) or {})
-        extra = sorted(set(spec) - _SPEC_KEYS)
-        if extra:
-            raise ConfigError(f"behaviour target {name!r}: unknown spec keys {extra}; known: {sorted(_SPEC_KEYS)}")
-        objective = spec.get("objective", "regression")
-        if objective == "regression":
-            if set(spec) - {"objective"}:
-                raise ConfigError(f"behaviour target {name!r}: n_classes / bin_edges need objective: classification")
+        if name not in classes:
             out[name] = {"objective": "regression"}
             continue
-        if objective != "classification":
-            raise ConfigError(f"behaviour target {name!r}: objective must be regression or classification, got {objective!r}")
+        spec = dict(classes[name] or {})
+        extra = sorted(set(spec) - _CLASS_KEYS)
+        if extra:
+            raise ConfigError(f"behavior_classes[{name!r}]: unknown keys {extra}; known: {sorted(_CLASS_KEYS)}")
         if name in inputs:
             raise ConfigError(f"behaviour variable {name!r} cannot be both an input and a classification target")
         edges = spec.get("bin_edges")
         if edges is not None:
             edges = [float(e) for e in edges]
             if not edges or not all(math.isfinite(e) for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
-                raise ConfigError(f"behaviour target {name!r}: bin_edges must be finite and strictly increasing, got {edges}")
+                raise ConfigError(f"behavior_classes[{name!r}]: bin_edges must be finite and strictly increasing, got {edges}")
         n_classes = spec.get("n_classes", None if edges is None else len(edges) + 1)
         if n_classes is None or int(n_classes) != n_classes or n_classes < 2:
-            raise ConfigError(f"behaviour target {name!r}: classification needs n_classes >= 2 or bin_edges, got {spec}")
+            raise ConfigError(f"behavior_classes[{name!r}]: give n_classes >= 2 or bin_edges, got {spec}")
         if edges is not None and int(n_classes) != len(edges) + 1:
             raise ConfigError(
-                f"behaviour target {name!r}: {len(edges)} bin_edges make {len(edges) + 1} classes, not n_classes={n_classes}"
+                f"behavior_classes[{name!r}]: {len(edges)} bin_edges make {len(edges) + 1} classes, not n_classes={n_classes}"
             )
         out[name] = {"objective": "classification", "n_classes": int(n_classes)}
         if edges is not None:
@@ -183,14 +178,13 @@ class SpikeDataModule(L.LightningDataModule):
         train_fraction: in (0, 1]; contiguous run of training windows to keep (see splits.py).
         val_frac, test_frac: validation / test fractions (of time, or of trials).
         behavior_inputs: behaviour variables fed to the model.
-        behavior_targets: behaviour variables the model predicts (regression unless
-            `behavior_target_specs` says otherwise).
-        behavior_target_specs: `{name: spec}` for targets that are not plain regression, e.g.
-            `{"speed": {"objective": "classification", "bin_edges": [5.0, 10.0]}}` (3 classes:
-            <= 5, (5, 10], > 10, in the variable's raw units) or `{"state": {"objective":
-            "classification", "n_classes": 3}}` (the values are already class indices 0..2).
-            Classification targets are passed raw (never z-scored); the model turns them into
-            classes with the same `bin_edges` (see `behavior_target_specs()`).
+        behavior_targets: behaviour variables the model predicts (regression unless named in
+            `behavior_classes`).
+        behavior_classes: the targets to classify, `{name: {"bin_edges": [...]} | {"n_classes": C}}`:
+            `{"speed": {"bin_edges": [5.0, 10.0]}}` makes 3 classes (<= 5, (5, 10], > 10, in the
+            variable's raw units); `{"state": {"n_classes": 3}}` says the values already are class
+            indices 0..2. Classification targets are passed raw (never z-scored); the model turns
+            them into classes with the same `bin_edges` (see `behavior_target_specs()`).
         frames: include stimulus clips (the recording must have frames).
         normalize_behavior: z-score behaviour with training-split statistics.
         seed: shuffling of training batches and of trials in "trials" mode.
@@ -210,7 +204,7 @@ class SpikeDataModule(L.LightningDataModule):
         test_frac: float = 0.2,
         behavior_inputs: Sequence[str] = (),
         behavior_targets: Sequence[str] = (),
-        behavior_target_specs: Mapping[str, Mapping[str, Any]] | None = None,
+        behavior_classes: Mapping[str, Mapping[str, Any]] | None = None,
         frames: bool = True,
         normalize_behavior: bool = True,
         seed: int = 0,
@@ -231,7 +225,7 @@ class SpikeDataModule(L.LightningDataModule):
         self.test_frac = float(test_frac)
         self.behavior_inputs = list(behavior_inputs or [])
         self.behavior_targets = list(behavior_targets or [])
-        self.target_specs = _target_specs(self.behavior_targets, self.behavior_inputs, behavior_target_specs or {})
+        self.target_specs = _target_specs(self.behavior_targets, self.behavior_inputs, behavior_classes or {})
         self.use_frames = bool(frames)
         self.normalize_behavior = bool(normalize_behavior)
         self.seed = int(seed)

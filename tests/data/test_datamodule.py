@@ -208,8 +208,8 @@ def test_behaviour_target_specs():
     rec, tok = _recording(), SpikeTokenizer(N, **TOK)
     plain = SpikeDataModule(rec, tok, frames=False, behavior_targets=["speed", "pupil"])
     assert plain.behavior_target_specs() == {"speed": {"objective": "regression"}, "pupil": {"objective": "regression"}}
-    spec = {"speed": {"objective": "classification", "bin_edges": [4, 6]}}
-    dm = SpikeDataModule(rec, tok, frames=False, behavior_targets=["speed", "pupil"], behavior_target_specs=spec)
+    dm = SpikeDataModule(rec, tok, frames=False, behavior_targets=["speed", "pupil"],
+                         behavior_classes={"speed": {"bin_edges": [4, 6]}})
     assert dm.behavior_target_specs() == {"speed": {"objective": "classification", "n_classes": 3, "bin_edges": [4.0, 6.0]},
                                           "pupil": {"objective": "regression"}}
     dm.setup()
@@ -226,26 +226,26 @@ def test_class_index_targets_without_edges_must_be_class_indices():
     rec.behavior["state"] = (state, 20.0)
     tok = SpikeTokenizer(N, **TOK)
     ok = SpikeDataModule(rec, tok, frames=False, behavior_targets=["state"],
-                         behavior_target_specs={"state": {"objective": "classification", "n_classes": 3}})
+                         behavior_classes={"state": {"n_classes": 3}})
     ok.setup()
     assert set(np.unique(ok.tables["train"]["behavior/state"]).tolist()) == {0.0, 1.0, 2.0}
     bad = SpikeDataModule(rec, tok, frames=False, behavior_targets=["state"],
-                          behavior_target_specs={"state": {"objective": "classification", "n_classes": 2}})
+                          behavior_classes={"state": {"n_classes": 2}})
     with pytest.raises(DataError, match="class indices 0..1"):
         bad.setup()
 
 
-@pytest.mark.parametrize("specs, kw, match", [
-    ({"gaze": {"objective": "classification", "n_classes": 2}}, {}, r"\['gaze'\].*not behaviour targets"),
-    ({"speed": {"objective": "ordinal"}}, {}, "regression or classification"),
-    ({"speed": {"objective": "classification"}}, {}, "n_classes >= 2 or bin_edges"),
-    ({"speed": {"objective": "classification", "bin_edges": [6.0, 4.0]}}, {}, "strictly increasing"),
-    ({"speed": {"objective": "classification", "bin_edges": [4.0], "n_classes": 3}}, {}, "1 bin_edges make 2 classes"),
-    ({"speed": {"objective": "classification", "n_classes": 2, "edges": [1.0]}}, {}, r"unknown spec keys \['edges'\]"),
-    ({"speed": {"n_classes": 3}}, {}, "need objective: classification"),
-    ({"pupil": {"objective": "classification", "n_classes": 2}}, {"behavior_inputs": ["pupil"]}, "both an input"),
+@pytest.mark.parametrize("classes, kw, match", [
+    ({"gaze": {"n_classes": 2}}, {}, r"\['gaze'\].*not behaviour targets"),
+    ({"speed": {}}, {}, "n_classes >= 2 or bin_edges"),
+    ({"speed": {"n_classes": 1}}, {}, "n_classes >= 2 or bin_edges"),
+    ({"speed": {"bin_edges": [6.0, 4.0]}}, {}, "strictly increasing"),
+    ({"speed": {"bin_edges": [4.0, float("nan")]}}, {}, "finite"),
+    ({"speed": {"bin_edges": [4.0], "n_classes": 3}}, {}, "1 bin_edges make 2 classes"),
+    ({"speed": {"n_classes": 2, "edges": [1.0]}}, {}, r"unknown keys \['edges'\]"),
+    ({"pupil": {"n_classes": 2}}, {"behavior_inputs": ["pupil"]}, "both an input"),
 ])
-def test_behaviour_target_spec_errors(specs, kw, match):
+def test_behaviour_classes_errors(classes, kw, match):
     with pytest.raises(ConfigError, match=match):
         SpikeDataModule(_recording(), SpikeTokenizer(N, **TOK), frames=False, behavior_targets=["speed", "pupil"],
-                        behavior_target_specs=specs, **kw)
+                        behavior_classes=classes, **kw)

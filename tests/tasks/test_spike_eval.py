@@ -72,7 +72,7 @@ def test_datamodule_specs_build_the_model_and_classes_agree():
                          duration=duration, behavior={"speed": (speed, 20.0)})
     tok = SpikeTokenizer(n, dt=0.01, window=0.05, window_prev=0.1, block_size=24, block_size_prev=40)
     dm = SpikeDataModule(rec, tok, batch_size=64, frames=False, behavior_targets=["speed"],
-                         behavior_target_specs={"speed": {"objective": "classification", "bin_edges": EDGES}})
+                         behavior_classes={"speed": {"bin_edges": EDGES}})
     specs = dm.behavior_target_specs()
     assert specs == {"speed": {"objective": "classification", "n_classes": 3, "bin_edges": EDGES}}
     cfg = NeuroformerConfig(n_neurons=n, dt=0.01, window=0.05, window_prev=0.1, block_size=24, block_size_prev=40,
