@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from neurofound.data.contracts import SpikeContract
 from neurofound.data.datamodule import SpikeDataModule
 from neurofound.data.records import SpikeRecording
 from neurofound.errors import ConfigError, ContractError, DataError
@@ -147,10 +148,12 @@ def test_held_out_counts(dm):
 
 def test_input_contract(dm):
     c = dm.input_contract()
-    assert c["n_neurons"] == N and c["frame_shape"] == [6, 10] and c["n_frames"] == 3
-    assert c["block_size"] == 24 and c["window_prev"] == 0.1
-    assert c["behavior_inputs"] == ["pupil"] and c["behavior_targets"] == ["speed"]
-    assert set(c["behavior_stats"]) == {"pupil", "speed"}
+    assert isinstance(c, SpikeContract)
+    assert c.n_neurons == N and c.frame_shape == (3, 6, 10) and c.frame_rate == 20.0
+    assert c.dt == 0.01 and c.window == 0.05 and c.window_prev == 0.1
+    assert c.behavior_inputs == ("pupil",) and c.behavior_targets == ("speed",)
+    plain = SpikeDataModule(dm.recording, dm.tokenizer, frames=False).input_contract()
+    assert plain.frame_shape is None and plain.frame_rate is None
 
 
 def test_trials_mode():

@@ -75,7 +75,7 @@ def test_datamodule_specs_build_the_model_and_classes_agree():
                          behavior_classes={"speed": {"bin_edges": EDGES}})
     specs = dm.behavior_target_specs()
     assert specs == {"speed": {"objective": "classification", "n_classes": 3, "bin_edges": EDGES}}
-    cfg = NeuroformerConfig(n_neurons=n, dt=0.01, window=0.05, window_prev=0.1, block_size=24, block_size_prev=40,
+    cfg = NeuroformerConfig(n_neurons=n, n_dt=tok.n_dt, block_size=24, block_size_prev=40,
                             n_embd=16, n_head=2, n_state_layers=1, n_history_layers=1, n_stimulus_layers=0,
                             n_behavior_layers=0, behavior_targets=specs, dropout=0.0, attn_dropout=0.0)
     model = Neuroformer(cfg).eval()
