@@ -18,14 +18,20 @@ _EXPORTS = {
     "Splits": "neurofound.data.splits",
     "VolumeContract": "neurofound.data.contracts",
     "VoxelContract": "neurofound.data.contracts",
+    "bin_grid": "neurofound.data.binning",
+    "bin_spikes": "neurofound.data.binning",
     "cache_root": "neurofound.data.cache",
-    "cached_recording": "neurofound.data.cache",
+    "cached": "neurofound.data.cache",
     "check_no_leakage": "neurofound.data.splits",
     "config_hash": "neurofound.data.cache",
     "lif_config": "neurofound.data.simulate",
     "read_nwb": "neurofound.data.nwb",
+    "resolve_split_mode": "neurofound.data.splits",
     "simulate_lif_network": "neurofound.data.simulate",
+    "split_by_group": "neurofound.data.splits",
     "split_intervals": "neurofound.data.splits",
+    "split_time_blocks": "neurofound.data.splits",
+    "split_trials": "neurofound.data.splits",
 }
 
 __all__ = sorted(_EXPORTS)

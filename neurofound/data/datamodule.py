@@ -18,16 +18,18 @@ table of docs/architecture.md.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from neurofound.data.binning import bin_grid, bin_spikes
 from neurofound.data.contracts import SpikeContract
 from neurofound.data.records import SpikeRecording
-from neurofound.data.splits import SPLITS, Splits, check_no_leakage, split_intervals
+from neurofound.data.splits import SPLITS, Splits, check_no_leakage, resolve_split_mode, split_intervals
+from neurofound.errors import ConfigError, ContractError, DataError
 
 _TOKEN_KEYS = ("id", "dt", "id_prev", "dt_prev")
 
@@ -109,6 +111,48 @@ class SpikeWindows(Dataset):
         }
 
 
+_CLASS_KEYS = {"n_classes", "bin_edges"}
+
+
+def _target_specs(
+    targets: Sequence[str], inputs: Sequence[str], classes: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Validated `{target: spec}` for every target (see `SpikeDataModule.behavior_target_specs`)."""
+    unknown = sorted(set(classes) - set(targets))
+    if unknown:
+        raise ConfigError(
+            f"behavior_classes names {unknown}, which are not behaviour targets ({list(targets)}); "
+            "add them to the targets (data.behavior) or drop them from behavior_classes"
+        )
+    out: dict[str, dict[str, Any]] = {}
+    for name in targets:
+        if name not in classes:
+            out[name] = {"objective": "regression"}
+            continue
+        spec = dict(classes[name] or {})
+        extra = sorted(set(spec) - _CLASS_KEYS)
+        if extra:
+            raise ConfigError(f"behavior_classes[{name!r}]: unknown keys {extra}; known: {sorted(_CLASS_KEYS)}")
+        if name in inputs:
+            raise ConfigError(f"behaviour variable {name!r} cannot be both an input and a classification target")
+        edges = spec.get("bin_edges")
+        if edges is not None:
+            edges = [float(e) for e in edges]
+            if not edges or not all(math.isfinite(e) for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
+                raise ConfigError(f"behavior_classes[{name!r}]: bin_edges must be finite and strictly increasing, got {edges}")
+        n_classes = spec.get("n_classes", None if edges is None else len(edges) + 1)
+        if n_classes is None or int(n_classes) != n_classes or n_classes < 2:
+            raise ConfigError(f"behavior_classes[{name!r}]: give n_classes >= 2 or bin_edges, got {spec}")
+        if edges is not None and int(n_classes) != len(edges) + 1:
+            raise ConfigError(
+                f"behavior_classes[{name!r}]: {len(edges)} bin_edges make {len(edges) + 1} classes, not n_classes={n_classes}"
+            )
+        out[name] = {"objective": "classification", "n_classes": int(n_classes)}
+        if edges is not None:
+            out[name]["bin_edges"] = edges
+    return out
+
+
 def _tok_param(tokenizer: Any, name: str) -> Any:
     if hasattr(tokenizer, name):
         return getattr(tokenizer, name)
@@ -128,11 +172,19 @@ class SpikeDataModule(L.LightningDataModule):
             `block_size_prev`, `frame_window`, `frame_rate`).
         batch_size: samples per batch.
         num_workers: DataLoader workers.
-        split_mode: "blocks" (time blocks per segment) or "trials" (whole trials).
+        split_mode: "blocks" (time blocks per segment), "trials" (whole trials) or "auto"
+            (trials when the recording has trials, else blocks); `self.split_mode` holds the
+            resolved mode.
         train_fraction: in (0, 1]; contiguous run of training windows to keep (see splits.py).
         val_frac, test_frac: validation / test fractions (of time, or of trials).
         behavior_inputs: behaviour variables fed to the model.
-        behavior_targets: behaviour variables the model predicts.
+        behavior_targets: behaviour variables the model predicts (regression unless named in
+            `behavior_classes`).
+        behavior_classes: the targets to classify, `{name: {"bin_edges": [...]} | {"n_classes": C}}`:
+            `{"speed": {"bin_edges": [5.0, 10.0]}}` makes 3 classes (<= 5, (5, 10], > 10, in the
+            variable's raw units); `{"state": {"n_classes": 3}}` says the values already are class
+            indices 0..2. Classification targets are passed raw (never z-scored); the model turns
+            them into classes with the same `bin_edges` (see `behavior_target_specs()`).
         frames: include stimulus clips (the recording must have frames).
         normalize_behavior: z-score behaviour with training-split statistics.
         seed: shuffling of training batches and of trials in "trials" mode.
@@ -152,6 +204,7 @@ class SpikeDataModule(L.LightningDataModule):
         test_frac: float = 0.2,
         behavior_inputs: Sequence[str] = (),
         behavior_targets: Sequence[str] = (),
+        behavior_classes: Mapping[str, Mapping[str, Any]] | None = None,
         frames: bool = True,
         normalize_behavior: bool = True,
         seed: int = 0,
@@ -161,7 +214,7 @@ class SpikeDataModule(L.LightningDataModule):
         if not isinstance(recording, SpikeRecording):
             raise TypeError(f"recording must be a SpikeRecording, got {type(recording).__name__}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.recording = recording
         self.tokenizer = tokenizer
         self.batch_size = int(batch_size)
@@ -172,6 +225,7 @@ class SpikeDataModule(L.LightningDataModule):
         self.test_frac = float(test_frac)
         self.behavior_inputs = list(behavior_inputs or [])
         self.behavior_targets = list(behavior_targets or [])
+        self.target_specs = _target_specs(self.behavior_targets, self.behavior_inputs, behavior_classes or {})
         self.use_frames = bool(frames)
         self.normalize_behavior = bool(normalize_behavior)
         self.seed = int(seed)
@@ -188,47 +242,57 @@ class SpikeDataModule(L.LightningDataModule):
         self.behavior_stats: dict[str, dict[str, float]] = {}
 
     # ------------------------------------------------------------------ checks
+    def behavior_target_specs(self) -> dict[str, dict[str, Any]]:
+        """`{target: spec}` for every behaviour target, in target order: the model config's
+        `behavior_targets` (`NeuroformerConfig.behavior_targets`).
+
+        A spec is `{"objective": "regression"}` or `{"objective": "classification", "n_classes":
+        C}` plus `"bin_edges"` (C - 1 increasing edges, raw units) when the classes are bins of
+        a continuous variable.
+        """
+        return {name: dict(spec) for name, spec in self.target_specs.items()}
+
+    def _is_classification(self, name: str) -> bool:
+        return self.target_specs.get(name, {}).get("objective") == "classification"
+
     def _check_contract(self) -> None:
         rec, tok = self.recording, self.tokenizer
         n_tok = int(_tok_param(tok, "n_neurons"))
         if n_tok != rec.n_neurons:
-            raise ValueError(
+            raise ContractError(
                 f"tokenizer expects n_neurons={n_tok} but the recording has {rec.n_neurons} units; "
                 "build the tokenizer with the recording's n_neurons (or select matching units)"
             )
-        if self.split_mode not in ("blocks", "trials"):
-            raise ValueError(f"split_mode must be 'blocks' or 'trials', got {self.split_mode!r}")
-        if self.split_mode == "trials" and not rec.trials:
-            raise ValueError("split_mode='trials' but the recording has no trials; use 'blocks'")
+        self.split_mode = resolve_split_mode(self.split_mode, rec.trials)
         if self.use_frames:
             if rec.frames is None:
-                raise ValueError(
+                raise DataError(
                     "frames=True but the recording has no stimulus frames; pass frames=False "
                     "(or read a stimulus, e.g. read_nwb(..., stimulus=NAME))"
                 )
             tok_rate = float(_tok_param(tok, "frame_rate"))
             if not math.isclose(rec.frame_rate, tok_rate, rel_tol=1e-6):
-                raise ValueError(
+                raise ContractError(
                     f"frame rate mismatch: recording frames are at {rec.frame_rate:g} Hz but the "
                     f"tokenizer expects frame_rate={tok_rate:g} Hz; resample the movie or build "
                     "the tokenizer with the recording's rate"
                 )
             got = rec.frame_shape
             if self.expected_frame_shape is not None and got != self.expected_frame_shape:
-                raise ValueError(
+                raise ContractError(
                     f"frame shape mismatch: the model expects frames of (H, W) = "
                     f"{self.expected_frame_shape} but the recording has {got}; resize the movie "
                     "or configure the model's frame size"
                 )
         for name in self.behavior_inputs + self.behavior_targets:
             if name not in rec.behavior:
-                raise ValueError(
+                raise DataError(
                     f"behaviour variable {name!r} is not in the recording; it has "
                     f"{sorted(rec.behavior)}"
                 )
             rate = rec.behavior[name][1]
             if rate * self.window < 1.0 - 1e-6:
-                raise ValueError(
+                raise DataError(
                     f"behaviour {name!r} is sampled at {rate:g} Hz, below one sample per current "
                     f"window ({self.window:g} s needs >= {1 / self.window:g} Hz); resample it"
                 )
@@ -302,6 +366,11 @@ class SpikeDataModule(L.LightningDataModule):
 
     def _behavior_statistics(self) -> None:
         for name in dict.fromkeys(self.behavior_inputs + self.behavior_targets):
+            if self._is_classification(name):
+                self._check_classes(name)
+                for split in SPLITS:  # raw: the model bins them into classes with the spec's edges
+                    self.tables[split][f"behavior/{name}"] = self.tables[split][f"behavior_raw/{name}"].astype(np.float32)
+                continue
             train = self.tables["train"][f"behavior_raw/{name}"]
             mean = float(train.mean()) if train.size else 0.0
             std = float(train.std()) if train.size else 1.0
@@ -312,6 +381,21 @@ class SpikeDataModule(L.LightningDataModule):
             for split in SPLITS:
                 raw = self.tables[split][f"behavior_raw/{name}"]
                 self.tables[split][f"behavior/{name}"] = ((raw - mean) / std).astype(np.float32)
+
+    def _check_classes(self, name: str) -> None:
+        """Without bin edges the values are the class indices: they must be integers in 0..C-1."""
+        spec = self.target_specs[name]
+        if spec.get("bin_edges") is not None:
+            return
+        values = np.concatenate([self.tables[s][f"behavior_raw/{name}"] for s in SPLITS])
+        n = spec["n_classes"]
+        bad = (values != np.round(values)) | (values < 0) | (values > n - 1)
+        if bad.any():
+            raise DataError(
+                f"behaviour target {name!r} is a classification target without bin_edges, so its "
+                f"values must be class indices 0..{n - 1}; got e.g. {values[bad][:3].tolist()}. Give "
+                "bin_edges (in the variable's units) to bin a continuous variable"
+            )
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
@@ -333,16 +417,10 @@ class SpikeDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
     def dataloader(self, split: str, shuffle: bool = False) -> DataLoader:
         """Loader of any split ("train", "val", "test")."""
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+            raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
         return self._loader(split, shuffle)
 
     # ------------------------------------------------------------------ contract & truth
@@ -367,7 +445,7 @@ class SpikeDataModule(L.LightningDataModule):
         """Undo the z-scoring of behaviour variable `name` (numpy array or tensor)."""
         self.setup()
         if name not in self.behavior_stats:
-            raise ValueError(f"no statistics for behaviour {name!r}; have {sorted(self.behavior_stats)}")
+            raise ConfigError(f"no statistics for behaviour {name!r}; have {sorted(self.behavior_stats)}")
         s = self.behavior_stats[name]
         return values * s["std"] + s["mean"]
 
@@ -381,7 +459,7 @@ class SpikeDataModule(L.LightningDataModule):
         """
         self.setup()
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+            raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
         rec = self.recording
         t_end = self.intervals[split]
         # Same bin-edge tolerance as the tokenizer (a spike a hair before t counts as at t).
@@ -419,26 +497,15 @@ class SpikeDataModule(L.LightningDataModule):
             `(counts (N, T) int64, bin_starts (T,) float64)`.
         """
         self.setup()
-        if not bin_size > 0:
-            raise ValueError(f"bin_size must be > 0 s, got {bin_size}")
         rec = self.recording
-        times = rec.spike_times if spike_times is None else np.asarray(spike_times, np.float64)
-        units = rec.unit_ids if unit_ids is None else np.asarray(unit_ids, np.int64)
+        times = rec.spike_times if spike_times is None else spike_times
+        units = rec.unit_ids if unit_ids is None else unit_ids
         t_end = np.sort(self.intervals[split])
-        starts_list = []
+        runs = []
         if t_end.size:
             breaks = np.flatnonzero(np.diff(t_end) > self.window + 1e-9)
             run_first = np.concatenate([[0], breaks + 1])
             run_last = np.concatenate([breaks, [t_end.size - 1]])
-            for a, b in zip(run_first, run_last):
-                run_start, run_stop = t_end[a] - self.window, t_end[b]
-                n = int(math.floor((run_stop - run_start) / bin_size + 1e-6))
-                starts_list.append(run_start + bin_size * np.arange(n))
-        bin_starts = np.concatenate(starts_list) if starts_list else np.zeros(0)
-        counts = np.zeros((rec.n_neurons, bin_starts.size), dtype=np.int64)
-        if bin_starts.size:
-            pos = np.searchsorted(bin_starts, times + 1e-9, side="right") - 1
-            ok = pos >= 0
-            ok[ok] &= times[ok] < bin_starts[pos[ok]] + bin_size - 1e-9
-            np.add.at(counts, (units[ok], pos[ok]), 1)
-        return counts, bin_starts
+            runs = [bin_grid(t_end[a] - self.window, t_end[b], bin_size) for a, b in zip(run_first, run_last)]
+        bin_starts = np.concatenate(runs) if runs else bin_grid(0.0, 0.0, bin_size)
+        return bin_spikes(times, units, rec.n_neurons, bin_starts, bin_size), bin_starts

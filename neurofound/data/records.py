@@ -18,9 +18,12 @@ import math
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+
+from neurofound.data.binning import bin_grid, bin_spikes
+from neurofound.errors import ConfigError, DataError, MissingFileError
 
 FORMAT_VERSION = 1
 _META_FILE = "recording.json"
@@ -56,6 +59,8 @@ class SpikeRecording:
         meta: free-form JSON-serialisable dict (`source`, `config`, ...).
     """
 
+    format_version: ClassVar[int] = FORMAT_VERSION  # of `save`; part of the cache key
+
     spike_times: np.ndarray
     unit_ids: np.ndarray
     n_neurons: int
@@ -80,15 +85,15 @@ class SpikeRecording:
     # ------------------------------------------------------------------ validation
     def _validate_core(self) -> None:
         if isinstance(self.n_neurons, bool) or int(self.n_neurons) != self.n_neurons or self.n_neurons < 1:
-            raise ValueError(f"n_neurons must be a positive integer, got {self.n_neurons!r}")
+            raise DataError(f"n_neurons must be a positive integer, got {self.n_neurons!r}")
         self.n_neurons = int(self.n_neurons)
         self.duration = float(self.duration)
         if not math.isfinite(self.duration) or self.duration <= 0:
-            raise ValueError(f"duration must be a finite number of seconds > 0, got {self.duration}")
+            raise DataError(f"duration must be a finite number of seconds > 0, got {self.duration}")
         times = _as_float_array("spike_times", self.spike_times).reshape(-1)
         units = np.asarray(self.unit_ids).reshape(-1)
         if times.shape != units.shape:
-            raise ValueError(
+            raise DataError(
                 f"spike_times and unit_ids must have the same length, got {times.shape[0]} times "
                 f"and {units.shape[0]} unit ids"
             )
@@ -98,20 +103,20 @@ class SpikeRecording:
         units = units.astype(np.int64)
         bad = ~np.isfinite(times)
         if bad.any():
-            raise ValueError(
+            raise DataError(
                 f"spike_times contains {int(bad.sum())} NaN/Inf values (first at index "
                 f"{int(np.flatnonzero(bad)[0])}); drop or fix them before building a SpikeRecording"
             )
         out = (times < 0) | (times > self.duration)
         if out.any():
-            raise ValueError(
+            raise DataError(
                 f"{int(out.sum())} spike times lie outside [0, duration={self.duration}] s "
                 f"(min {times.min():.6g}, max {times.max():.6g}); shift times to start at 0 or pass "
                 "a longer duration"
             )
         bad_units = (units < 0) | (units >= self.n_neurons)
         if bad_units.any():
-            raise ValueError(
+            raise DataError(
                 f"unit_ids must lie in [0, n_neurons={self.n_neurons}); got values from "
                 f"{units.min()} to {units.max()}; pass the correct n_neurons or re-index the units"
             )
@@ -125,7 +130,7 @@ class SpikeRecording:
             return
         frames = np.asarray(self.frames)
         if frames.ndim != 3:
-            raise ValueError(
+            raise DataError(
                 f"frames must have shape (T, H, W) (grayscale movie), got ndim={frames.ndim} with "
                 f"shape {frames.shape}; convert colour frames to grayscale first"
             )
@@ -136,9 +141,9 @@ class SpikeRecording:
             )
         frames = frames.astype(np.float32, copy=False)
         if not np.all(np.isfinite(frames)):
-            raise ValueError("frames contain NaN/Inf values")
+            raise DataError("frames contain NaN/Inf values")
         if not (math.isfinite(self.frame_rate) and self.frame_rate > 0):
-            raise ValueError(f"frame_rate must be > 0 Hz, got {self.frame_rate}")
+            raise DataError(f"frame_rate must be > 0 Hz, got {self.frame_rate}")
         self.frames = frames
 
     def _validate_behavior(self) -> None:
@@ -151,16 +156,16 @@ class SpikeRecording:
             values, rate = item
             values = _as_float_array(f"behavior[{name!r}]", values)
             if values.ndim != 1:
-                raise ValueError(f"behavior[{name!r}] values must be 1-D, got shape {values.shape}")
+                raise DataError(f"behavior[{name!r}] values must be 1-D, got shape {values.shape}")
             if not np.all(np.isfinite(values)):
                 n_bad = int((~np.isfinite(values)).sum())
-                raise ValueError(
+                raise DataError(
                     f"behavior[{name!r}] contains {n_bad} NaN/Inf samples; interpolate or drop "
                     "them before building a SpikeRecording"
                 )
             rate = float(rate)
             if not (math.isfinite(rate) and rate > 0):
-                raise ValueError(f"behavior[{name!r}] rate must be > 0 Hz, got {rate}")
+                raise DataError(f"behavior[{name!r}] rate must be > 0 Hz, got {rate}")
             behavior[str(name)] = (values, rate)
         self.behavior = behavior
 
@@ -169,7 +174,7 @@ class SpikeRecording:
         for span in spans:
             start, stop = (float(v) for v in span)
             if not (0.0 <= start < stop <= self.duration + 1e-9):
-                raise ValueError(
+                raise DataError(
                     f"{name} entry ({start}, {stop}) must satisfy 0 <= start < stop <= duration "
                     f"({self.duration})"
                 )
@@ -177,7 +182,7 @@ class SpikeRecording:
         out.sort()
         for (a0, a1), (b0, _) in zip(out, out[1:]):
             if b0 < a1 - 1e-9:
-                raise ValueError(f"{name} overlap: ({a0}, {a1}) and one starting at {b0}")
+                raise DataError(f"{name} overlap: ({a0}, {a1}) and one starting at {b0}")
         return out
 
     def _validate_intervals(self) -> None:
@@ -192,12 +197,12 @@ class SpikeRecording:
         if self.true_weights is not None:
             w = _as_float_array("true_weights", self.true_weights)
             if w.shape != (n, n):
-                raise ValueError(f"true_weights must have shape (N, N) = ({n}, {n}), got {w.shape}")
+                raise DataError(f"true_weights must have shape (N, N) = ({n}, {n}), got {w.shape}")
             self.true_weights = w
         if self.hubs is not None:
             hubs = np.asarray(self.hubs, dtype=np.int64).reshape(-1)
             if hubs.size and (hubs.min() < 0 or hubs.max() >= n):
-                raise ValueError(f"hubs must be neuron indices in [0, {n}), got {hubs.tolist()}")
+                raise DataError(f"hubs must be neuron indices in [0, {n}), got {hubs.tolist()}")
             self.hubs = hubs
 
     # ------------------------------------------------------------------ constructors
@@ -223,22 +228,22 @@ class SpikeRecording:
         """
         counts = np.asarray(counts)
         if counts.ndim != 2:
-            raise ValueError(f"counts must be a (N, T) raster, got shape {counts.shape}")
+            raise ConfigError(f"counts must be a (N, T) raster, got shape {counts.shape}")
         if not (dt > 0):
-            raise ValueError(f"dt must be > 0 s, got {dt}")
+            raise ConfigError(f"dt must be > 0 s, got {dt}")
         values = counts.astype(np.float64)
         if np.isnan(values).any():
-            raise ValueError("counts contain NaN; fill or drop the missing bins first")
+            raise DataError("counts contain NaN; fill or drop the missing bins first")
         if np.isinf(values).any():
-            raise ValueError("counts contain Inf values")
+            raise DataError("counts contain Inf values")
         if (values < 0).any():
-            raise ValueError(
+            raise DataError(
                 f"counts must be >= 0 (spike counts), got a minimum of {values.min():.6g}; "
                 "baseline-corrected traces need a spike inference step first"
             )
         if convert is None:
             if not np.all(values == np.round(values)):
-                raise ValueError(
+                raise DataError(
                     "counts contain non-integer values (e.g. calcium traces or rates); pass "
                     "convert='round' or convert='floor' to turn them into spike counts explicitly"
                 )
@@ -247,7 +252,7 @@ class SpikeRecording:
         elif convert == "floor":
             values = np.floor(values)
         else:
-            raise ValueError(f"convert must be None, 'round' or 'floor', got {convert!r}")
+            raise ConfigError(f"convert must be None, 'round' or 'floor', got {convert!r}")
         n, t = values.shape
         c = values.astype(np.int64)
         unit_idx, bin_idx = np.nonzero(c)
@@ -271,14 +276,11 @@ class SpikeRecording:
         return np.bincount(self.unit_ids, minlength=self.n_neurons) / self.duration
 
     def raster(self, bin_size: float, start: float = 0.0, stop: float | None = None) -> np.ndarray:
-        """Spike counts (N, T) in bins `[start + k * bin_size, start + (k + 1) * bin_size)`."""
+        """Spike counts (N, T) int64 in bins `[start + k * bin_size, start + (k + 1) * bin_size)`
+        over `[start, stop)` (default the whole recording); see `neurofound.data.binning`."""
         stop = self.duration if stop is None else stop
-        n_bins = int(np.floor((stop - start) / bin_size + 1e-9))
-        idx = np.floor((self.spike_times - start) / bin_size + 1e-9).astype(np.int64)
-        keep = (idx >= 0) & (idx < n_bins)
-        out = np.zeros((self.n_neurons, n_bins), dtype=np.int64)
-        np.add.at(out, (self.unit_ids[keep], idx[keep]), 1)
-        return out
+        grid = bin_grid(start, stop, bin_size)
+        return bin_spikes(self.spike_times, self.unit_ids, self.n_neurons, grid, bin_size)
 
     def __repr__(self) -> str:
         extras = []
@@ -365,11 +367,11 @@ class SpikeRecording:
         directory = os.fspath(directory)
         meta_path = os.path.join(directory, _META_FILE)
         if not os.path.exists(meta_path):
-            raise FileNotFoundError(f"{directory} is not a saved SpikeRecording (no {_META_FILE})")
+            raise MissingFileError(f"{directory} is not a saved SpikeRecording (no {_META_FILE})")
         with open(meta_path) as f:
             header = json.load(f)
         if header.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
+            raise DataError(
                 f"{directory} was written with format_version {header.get('format_version')}, this "
                 f"code reads {FORMAT_VERSION}; delete the folder to regenerate it"
             )

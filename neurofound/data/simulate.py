@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from neurofound.data.cache import cached_recording
+from neurofound.data.cache import cached
 from neurofound.data.records import SpikeRecording
 from neurofound.data.stimulus import (
     DEFAULT_IMAGES,
@@ -46,9 +46,24 @@ from neurofound.data.stimulus import (
     load_images,
     running_speed,
 )
+from neurofound.errors import ConfigError
 
 # Bump whenever the generated data for a given config changes (it is part of the cache key).
 CODE_VERSION = "lif-1"
+
+
+def cache_version() -> str:
+    """`CODE_VERSION` plus the installed brian2 version: the cache key's simulator version.
+
+    brian2 draws the noise; another brian2 release may give other spikes for the same config and
+    seed, so its cached recordings must not be reused.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{CODE_VERSION}+brian2-{version('brian2')}"
+    except PackageNotFoundError:
+        return f"{CODE_VERSION}+brian2-missing"
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "seed": 0,
@@ -90,29 +105,46 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 
 
+def _like(default: Any, value: Any, key: str) -> Any:
+    """`value` converted to the type of `default` (lists element-wise)."""
+    try:
+        if isinstance(default, list):
+            value = list(value)
+            return [_like(d, v, key) for d, v in zip(default, value)] + value[len(default):]
+        if isinstance(default, bool) or isinstance(default, str):
+            return value
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, int):
+            if int(value) != value:
+                raise ConfigError(f"LIF simulation key {key!r} must be an integer, got {value!r}")
+            return int(value)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"LIF simulation key {key!r}: {value!r} is not a {type(default).__name__}") from err
+    return value
+
+
 def lif_config(config: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
     """Full simulation config: `DEFAULT_CONFIG` updated with `config` and `overrides`.
 
-    Unknown keys raise a ValueError naming them (a typo must not silently fall back to a
-    default and hit a stale cache entry).
+    Unknown keys raise a `ConfigError` naming them (a typo must not silently fall back to a
+    default and hit a stale cache entry). Values take the type of their default (`duration=300`
+    is `300.0`), so equal configs are equal dicts and share one cache entry.
     """
     cfg = copy.deepcopy(DEFAULT_CONFIG)
     update = {**(config or {}), **overrides}
     unknown = sorted(set(update) - set(cfg))
     if unknown:
-        raise ValueError(f"unknown LIF simulation keys {unknown}; valid keys: {sorted(cfg)}")
+        raise ConfigError(f"unknown LIF simulation keys {unknown}; valid keys: {sorted(cfg)}")
     cfg.update(update)
-    for key in ("seed", "n_exc", "n_inh", "n_hubs", "hub_targets", "frame_height", "frame_width"):
-        cfg[key] = int(cfg[key])
     for key, value in cfg.items():
-        if isinstance(value, (tuple, np.ndarray)):
-            cfg[key] = list(value)
-        elif isinstance(value, (float, np.floating)):
-            cfg[key] = float(value)
+        cfg[key] = _like(DEFAULT_CONFIG[key], value, key)
     if cfg["duration"] <= 0 or cfg["dt"] <= 0:
-        raise ValueError(f"duration and dt must be > 0, got {cfg['duration']} and {cfg['dt']}")
+        raise ConfigError(f"duration and dt must be > 0, got {cfg['duration']} and {cfg['dt']}")
     if cfg["n_hubs"] > cfg["n_exc"]:
-        raise ValueError(f"n_hubs ({cfg['n_hubs']}) cannot exceed n_exc ({cfg['n_exc']})")
+        raise ConfigError(f"n_hubs ({cfg['n_hubs']}) cannot exceed n_exc ({cfg['n_exc']})")
     return cfg
 
 
@@ -252,7 +284,7 @@ def simulate_lif_network(
     Args:
         config: simulation parameters overriding `DEFAULT_CONFIG` (e.g. `{"seed": 1}`).
         use_cache: read/write the Arrow cache under `$NEUROFOUND_CACHE` (keyed by the full
-            config and `CODE_VERSION`).
+            config and `cache_version()`).
         **overrides: more overrides, e.g. `duration=5.0`.
 
     Returns:
@@ -260,4 +292,5 @@ def simulate_lif_network(
         `true_weights` `W[target, source]` (mV) and `hubs`.
     """
     cfg = lif_config(config, **overrides)
-    return cached_recording("lif", cfg, CODE_VERSION, lambda: _simulate(cfg), use_cache=use_cache)
+    return cached("lif", cfg, cache_version(), lambda: _simulate(cfg), record_type=SpikeRecording,
+                  use_cache=use_cache)

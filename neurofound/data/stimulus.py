@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from neurofound.errors import ConfigError
+
 # Photographs bundled inside the scikit-image wheel (checked offline, see ../shared/specs/data.md).
 DEFAULT_IMAGES = ("camera", "astronaut", "coffee", "chelsea", "rocket", "grass", "brick", "coins")
 
@@ -33,7 +35,7 @@ def load_images(names, short_side: int) -> list[np.ndarray]:
     for name in names:
         loader = getattr(skimage.data, name, None)
         if loader is None:
-            raise ValueError(f"skimage.data has no image {name!r}; try one of {DEFAULT_IMAGES}")
+            raise ConfigError(f"skimage.data has no image {name!r}; try one of {DEFAULT_IMAGES}")
         img = np.asarray(loader())
         if img.ndim == 3 and img.shape[-1] == 4:
             img = rgba2rgb(img)
@@ -89,7 +91,7 @@ def drifting_crops(
         img = images[order[scene % len(images)]]
         max_y, max_x = img.shape[0] - height, img.shape[1] - width
         if max_y < 0 or max_x < 0:
-            raise ValueError(f"image of shape {img.shape} is smaller than the crop {height}x{width}")
+            raise ConfigError(f"image of shape {img.shape} is smaller than the crop {height}x{width}")
         angle = rng.uniform(0.0, 2.0 * np.pi)
         step = drift_px_per_s / frame_rate * speed_gain[start:stop]
         travelled = np.concatenate([[0.0], np.cumsum(step)[:-1]])

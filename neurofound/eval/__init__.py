@@ -1,38 +1,35 @@
-"""Evaluation on numpy arrays: metrics, connectivity from attention, probes, plots, report.
+"""Evaluation on numpy arrays: metrics, spike metrics, connectivity from attention, probes, plots, report.
 
 This layer imports no model, no Lightning and no Hydra: a task moves tensors to numpy and
-calls these functions. Submodules: ``metrics``, ``connectivity``, ``probes``, ``plots``,
-``report``.
+calls these functions. Submodules: ``metrics`` (any modality), ``spike_metrics`` (spike trains),
+``connectivity``, ``probes``, ``plots``, ``report``.
 """
 
-from neurofound.eval import connectivity, metrics, plots, probes, report
+from neurofound.eval import connectivity, metrics, plots, probes, report, spike_metrics
 from neurofound.eval.connectivity import AttentionConnectivity, connectivity_metrics
 from neurofound.eval.metrics import (
+    auroc,
+    balanced_accuracy,
     behavior_scores,
-    bin_spikes,
-    cross_entropy,
-    empty_window_frac,
-    group_by_window,
+    explained_variance,
+    mae,
     pearson_r,
-    psth_corr,
     r2_score,
-    set_f1,
-    set_f1_ref,
-    timing_f1,
-    token_accuracy,
 )
 from neurofound.eval.probes import ridge_probe
 from neurofound.eval.report import write_report
+from neurofound.eval.spike_metrics import empty_window_frac, psth_corr, set_f1, set_f1_ref, timing_f1
 
 __all__ = [
     "AttentionConnectivity",
+    "auroc",
+    "balanced_accuracy",
     "behavior_scores",
-    "bin_spikes",
     "connectivity",
     "connectivity_metrics",
-    "cross_entropy",
     "empty_window_frac",
-    "group_by_window",
+    "explained_variance",
+    "mae",
     "metrics",
     "pearson_r",
     "plots",
@@ -43,7 +40,7 @@ __all__ = [
     "ridge_probe",
     "set_f1",
     "set_f1_ref",
+    "spike_metrics",
     "timing_f1",
-    "token_accuracy",
     "write_report",
 ]

@@ -15,14 +15,16 @@ source]``. Direction matters: nothing here symmetrises.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score
+
+from neurofound.errors import ConfigError, DataError, UnknownNameError
+from neurofound.eval.metrics import auroc
 
 __all__ = [
     "AttentionConnectivity",
-    "attention_matrix",
     "normalize_attention",
     "NORMALIZATIONS",
     "score",
@@ -52,7 +54,7 @@ class AttentionConnectivity:
 
     def __init__(self, n_neurons: int):
         if n_neurons < 1:
-            raise ValueError(f"n_neurons must be >= 1, got {n_neurons}")
+            raise ConfigError(f"n_neurons must be >= 1, got {n_neurons}")
         self.n_neurons = int(n_neurons)
         self._sums: dict[Hashable, np.ndarray] = {}
         self._counts: dict[Hashable, np.ndarray] = {}
@@ -81,17 +83,17 @@ class AttentionConnectivity:
         q = np.asarray(query_ids, dtype=np.int64)
         k = np.asarray(key_ids, dtype=np.int64)
         if w.ndim != 4:
-            raise ValueError(f"weights must be (batch, heads, queries, keys), got shape {w.shape}")
+            raise DataError(f"weights must be (batch, heads, queries, keys), got shape {w.shape}")
         b, h, lq, lk = w.shape
         if q.shape != (b, lq) or k.shape != (b, lk):
-            raise ValueError(
+            raise DataError(
                 f"query_ids {q.shape} / key_ids {k.shape} do not match weights {w.shape}: expected "
                 f"({b}, {lq}) and ({b}, {lk})"
             )
         n = self.n_neurons
         for name, ids in (("query_ids", q), ("key_ids", k)):
             if ids.size and ids.max() >= n:
-                raise ValueError(f"{name} contain {ids.max()} >= n_neurons={n}; map special tokens to -1")
+                raise DataError(f"{name} contain {ids.max()} >= n_neurons={n}; map special tokens to -1")
         w = w.sum(axis=1, dtype=np.float64)  # (b, lq, lk): heads summed, as in the reference
         valid = (q >= 0)[:, :, None] & (k >= 0)[:, None, :]
         if causal:
@@ -122,7 +124,7 @@ class AttentionConnectivity:
         """Attention per co-occurrence, (normalised and) averaged over layers: ``(N_target, N_source)``.
 
         Args:
-            layers: the layers to average (default: all). Names not seen raise a ``KeyError``.
+            layers: the layers to average (default: all). Names not seen raise an ``UnknownNameError`` (a ``KeyError``).
             normalize: per-layer normalisation applied BEFORE the layer mean, see
                 ``normalize_attention``: ``"none"`` (attention per co-occurrence), ``"centred"``
                 or ``"log_centred_abs"``.
@@ -134,15 +136,15 @@ class AttentionConnectivity:
                 spreads over fewer keys) makes pairs that fire close in time look attended.
         """
         if relative_to not in ("count", "chance"):
-            raise ValueError(f"relative_to must be 'count' or 'chance', got {relative_to!r}")
+            raise ConfigError(f"relative_to must be 'count' or 'chance', got {relative_to!r}")
         if not self._sums:
             raise RuntimeError("no attention accumulated yet: call update() first")
         if normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+            raise ConfigError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
         names = self.layers if layers is None else list(layers)
         missing = [name for name in names if name not in self._sums]
         if missing or not names:
-            raise KeyError(f"layers {missing or names} not accumulated; available: {self.layers}")
+            raise UnknownNameError(f"layers {missing or names} not accumulated; available: {self.layers}")
         n = self.n_neurons
         per_layer = []
         for layer in names:
@@ -186,14 +188,14 @@ def normalize_attention(matrix: np.ndarray, observed: np.ndarray | None = None, 
     """
     m = np.asarray(matrix, dtype=np.float64)
     if m.ndim != 2 or m.shape[0] != m.shape[1]:
-        raise ValueError(f"matrix must be square (N, N), got shape {m.shape}")
+        raise DataError(f"matrix must be square (N, N), got shape {m.shape}")
     if mode not in NORMALIZATIONS:
-        raise ValueError(f"mode must be one of {NORMALIZATIONS}, got {mode!r}")
+        raise ConfigError(f"mode must be one of {NORMALIZATIONS}, got {mode!r}")
     if mode == "none":
         return m.copy()
     obs = (m > 0) if observed is None else np.asarray(observed, dtype=bool)
     if obs.shape != m.shape:
-        raise ValueError(f"observed {obs.shape} must match matrix {m.shape}")
+        raise DataError(f"observed {obs.shape} must match matrix {m.shape}")
     keep = obs & ~np.eye(m.shape[0], dtype=bool)
     if mode == "log_centred_abs":
         # a floor keeps log finite for observed pairs that got (numerically) zero attention
@@ -212,26 +214,6 @@ def normalize_attention(matrix: np.ndarray, observed: np.ndarray | None = None, 
     return np.abs(out) if mode == "log_centred_abs" else out
 
 
-def attention_matrix(attentions: Mapping[Hashable, np.ndarray] | Sequence[np.ndarray],
-                     query_ids: np.ndarray, key_ids: np.ndarray, n_neurons: int,
-                     *, causal: bool = False) -> np.ndarray:
-    """One-shot version of ``AttentionConnectivity`` for a single batch.
-
-    Args:
-        attentions: layer name -> weights ``(batch, heads, queries, keys)``, or a list of them.
-        query_ids, key_ids, causal: as in ``AttentionConnectivity.update``.
-        n_neurons: number of neurons N.
-
-    Returns:
-        ``(N_target, N_source)`` matrix.
-    """
-    acc = AttentionConnectivity(n_neurons)
-    items = attentions.items() if isinstance(attentions, Mapping) else enumerate(attentions)
-    for name, w in items:
-        acc.update(name, w, query_ids, key_ids, causal=causal)
-    return acc.matrix()
-
-
 # --------------------------------------------------------------------------------------------
 # Scoring
 # --------------------------------------------------------------------------------------------
@@ -241,9 +223,9 @@ def _check_square(matrix: np.ndarray, true_weights: np.ndarray) -> tuple[np.ndar
     m = np.asarray(matrix, dtype=np.float64)
     w = np.asarray(true_weights, dtype=np.float64)
     if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape != w.shape:
-        raise ValueError(f"matrix {m.shape} and true_weights {w.shape} must be the same (N, N) shape")
+        raise DataError(f"matrix {m.shape} and true_weights {w.shape} must be the same (N, N) shape")
     if not np.all(np.isfinite(m)):
-        raise ValueError("matrix has NaN/inf entries; replace them (e.g. np.nan_to_num) before scoring")
+        raise DataError("matrix has NaN/inf entries; replace them (e.g. np.nan_to_num) before scoring")
     return m, w
 
 
@@ -270,14 +252,14 @@ def score(matrix: np.ndarray, true_weights: np.ndarray, *, hub_ids: Sequence[int
     off = ~np.eye(n, dtype=bool)
     y, s = (w[off] != 0), m[off]
     if y.all() or not y.any():
-        raise ValueError("true_weights must contain both connected and unconnected off-diagonal pairs")
-    out = {"auroc": float(roc_auc_score(y, s)), "auprc": float(average_precision_score(y, s)),
+        raise DataError("true_weights must contain both connected and unconnected off-diagonal pairs")
+    out = {"auroc": auroc(y, s), "auprc": float(average_precision_score(y, s)),
            "edge_density": float(y.mean())}
     if hub_ids is not None:
         keep = off.copy()
         keep[:, np.asarray(hub_ids, dtype=np.int64)] = False
         yk = w[keep] != 0
-        out["auroc_nonhub"] = float(roc_auc_score(yk, m[keep])) if 0 < yk.sum() < yk.size else float("nan")
+        out["auroc_nonhub"] = auroc(yk, m[keep])  # NaN when the hub columns held every edge
     return out
 
 
@@ -297,7 +279,7 @@ def _zscore_rows(x: np.ndarray) -> np.ndarray:
 def _raster(raster: np.ndarray, min_bins: int) -> np.ndarray:
     r = np.asarray(raster, dtype=np.float64)
     if r.ndim != 2 or r.shape[1] < min_bins:
-        raise ValueError(f"raster must be (neurons, bins) with >= {min_bins} bins, got {r.shape}")
+        raise DataError(f"raster must be (neurons, bins) with >= {min_bins} bins, got {r.shape}")
     return r
 
 
@@ -329,7 +311,7 @@ def lagged_corr(raster: np.ndarray, *, lag: int = 1, absolute: bool = True) -> n
         absolute: return the magnitude (default, see ``zero_lag_corr``) or the signed value.
     """
     if lag < 1:
-        raise ValueError(f"lag must be >= 1 bin, got {lag}")
+        raise ConfigError(f"lag must be >= 1 bin, got {lag}")
     r = _raster(raster, lag + 2)
     target = _zscore_rows(r[:, lag:])
     source = _zscore_rows(r[:, :-lag])
@@ -352,7 +334,7 @@ def partial_corr(raster: np.ndarray, *, ridge: float = 1e-3, absolute: bool = Tr
         absolute: return the magnitude (default) or the signed value.
     """
     if ridge < 0:
-        raise ValueError(f"ridge must be >= 0, got {ridge}")
+        raise ConfigError(f"ridge must be >= 0, got {ridge}")
     z = _zscore_rows(_raster(raster, 2))
     c = z @ z.T
     c[np.diag_indices_from(c)] += ridge * max(float(np.mean(np.diag(c))), 1e-12)

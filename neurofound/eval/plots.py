@@ -17,13 +17,15 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from neurofound.errors import ConfigError, DataError
+
 __all__ = ["plot_raster", "plot_connectivity", "plot_behavior", "plot_training_curves"]
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise ValueError(f"plots are written as PNG; give a path ending in .png, got {path}")
+        raise ConfigError(f"plots are written as PNG; give a path ending in .png, got {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=120)
@@ -47,7 +49,7 @@ def plot_raster(true_times: np.ndarray, true_ids: np.ndarray, pred_times: np.nda
     for t, u in ((true_times, true_ids), (pred_times, pred_ids)):
         t, u = np.asarray(t, dtype=np.float64).ravel(), np.asarray(u, dtype=np.int64).ravel()
         if t.shape != u.shape:
-            raise ValueError(f"spike times {t.shape} and ids {u.shape} differ")
+            raise DataError(f"spike times {t.shape} and ids {u.shape} differ")
         data.append((t, u))
     if neurons is None:
         neurons = np.union1d(data[0][1], data[1][1])
@@ -85,7 +87,7 @@ def plot_connectivity(matrix: np.ndarray, true_weights: np.ndarray, path: str | 
     m = np.array(matrix, dtype=np.float64)
     w = np.asarray(true_weights, dtype=np.float64)
     if m.shape != w.shape or m.ndim != 2:
-        raise ValueError(f"matrix {m.shape} and true_weights {w.shape} must be the same (N, N) shape")
+        raise DataError(f"matrix {m.shape} and true_weights {w.shape} must be the same (N, N) shape")
     np.fill_diagonal(m, np.nan)
     fig = Figure(figsize=(11, 5))
     ax_m, ax_w = fig.subplots(1, 2)
@@ -111,11 +113,11 @@ def plot_behavior(y_true: np.ndarray, y_pred: np.ndarray, path: str | os.PathLik
     y = np.asarray(y_true, dtype=np.float64).ravel()
     p = np.asarray(y_pred, dtype=np.float64).ravel()
     if y.shape != p.shape or y.size < 2:
-        raise ValueError(f"y_true {y.shape} and y_pred {p.shape} must be equal-length 1-D with >= 2 samples")
+        raise DataError(f"y_true {y.shape} and y_pred {p.shape} must be equal-length 1-D with >= 2 samples")
     xlabel = "window" if t is None else "time (s)"
     t = np.arange(y.size) if t is None else np.asarray(t, dtype=np.float64).ravel()
     if t.shape != y.shape:
-        raise ValueError(f"t {t.shape} must have one time per sample {y.shape}")
+        raise DataError(f"t {t.shape} must have one time per sample {y.shape}")
     r = float(np.corrcoef(y, p)[0, 1]) if y.std() > 0 and p.std() > 0 else float("nan")
     fig = Figure(figsize=(12, 4))
     ax_t, ax_s = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2.5, 1]})
@@ -149,7 +151,7 @@ def plot_training_curves(metrics_csv: str | os.PathLike, path: str | os.PathLike
     with open(metrics_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
-        raise ValueError(f"{metrics_csv} has no rows")
+        raise DataError(f"{metrics_csv} has no rows")
 
     def num(v: str | None) -> float:
         try:
@@ -170,7 +172,7 @@ def plot_training_curves(metrics_csv: str | os.PathLike, path: str | os.PathLike
             continue
         panels.setdefault(metric, []).append((col, vals))
     if not panels:
-        raise ValueError(f"no numeric metric columns to plot in {metrics_csv} (keys={keys})")
+        raise DataError(f"no numeric metric columns to plot in {metrics_csv} (keys={keys})")
     n = len(panels)
     ncol = min(n, 3)
     nrow = math.ceil(n / ncol)

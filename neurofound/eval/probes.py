@@ -17,7 +17,8 @@ from sklearn.model_selection import KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from neurofound.eval.metrics import behavior_scores
+from neurofound.errors import ConfigError, DataError
+from neurofound.eval.metrics import balanced_accuracy, behavior_scores
 
 __all__ = ["DEFAULT_ALPHAS", "DEFAULT_CS", "logistic_probe", "ridge_probe"]
 
@@ -46,13 +47,13 @@ def ridge_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     ytr = np.asarray(train_y, dtype=np.float64)
     xte = np.asarray(test_x, dtype=np.float64)
     if xtr.ndim != 2 or xte.ndim != 2 or xtr.shape[1] != xte.shape[1]:
-        raise ValueError(f"train_x {xtr.shape} and test_x {xte.shape} must be (rows, features) with equal features")
+        raise DataError(f"train_x {xtr.shape} and test_x {xte.shape} must be (rows, features) with equal features")
     if ytr.shape[0] != xtr.shape[0] or ytr.ndim not in (1, 2):
-        raise ValueError(f"train_y {ytr.shape} must have one row per train_x row ({xtr.shape[0]})")
+        raise DataError(f"train_y {ytr.shape} must have one row per train_x row ({xtr.shape[0]})")
     if cv < 2 or xtr.shape[0] < cv:
-        raise ValueError(f"need cv >= 2 folds and at least cv train rows; got cv={cv}, rows={xtr.shape[0]}")
+        raise ConfigError(f"need cv >= 2 folds and at least cv train rows; got cv={cv}, rows={xtr.shape[0]}")
     if not (np.all(np.isfinite(xtr)) and np.all(np.isfinite(ytr)) and np.all(np.isfinite(xte))):
-        raise ValueError("features/targets contain NaN or inf; drop or impute those rows first")
+        raise DataError("features/targets contain NaN or inf; drop or impute those rows first")
     model = make_pipeline(StandardScaler(), RidgeCV(alphas=list(alphas), cv=KFold(n_splits=cv, shuffle=False)))
     model.fit(xtr, ytr)
     pred = model.predict(xte)
@@ -77,19 +78,18 @@ def logistic_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
         ``{"pred": (test,) class labels, "C": chosen value}`` plus ``"balanced_acc"``.
     """
     from sklearn.linear_model import LogisticRegressionCV
-    from sklearn.metrics import balanced_accuracy_score
     from sklearn.model_selection import StratifiedKFold
 
     xtr = np.asarray(train_x, dtype=np.float64)
     xte = np.asarray(test_x, dtype=np.float64)
     ytr = np.asarray(train_y).reshape(-1)
     if xtr.ndim != 2 or xte.ndim != 2 or xtr.shape[1] != xte.shape[1] or ytr.shape[0] != xtr.shape[0]:
-        raise ValueError(f"train_x {xtr.shape}, train_y {ytr.shape} and test_x {xte.shape} do not fit together")
+        raise DataError(f"train_x {xtr.shape}, train_y {ytr.shape} and test_x {xte.shape} do not fit together")
     if not (np.all(np.isfinite(xtr)) and np.all(np.isfinite(xte))):
-        raise ValueError("features contain NaN or inf; drop or impute those rows first")
+        raise DataError("features contain NaN or inf; drop or impute those rows first")
     classes, counts = np.unique(ytr, return_counts=True)
     if classes.size < 2:
-        raise ValueError(f"a classification probe needs at least two classes in the training rows, got {classes}")
+        raise DataError(f"a classification probe needs at least two classes in the training rows, got {classes}")
     folds = int(max(2, min(cv, counts.min())))
     model = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=list(cs), cv=StratifiedKFold(n_splits=folds, shuffle=False),
                                                                  max_iter=2000, scoring="balanced_accuracy"))
@@ -97,5 +97,5 @@ def logistic_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     pred = model.predict(xte)
     out = {"pred": pred, "C": float(np.ravel(model[-1].C_)[0])}
     if test_y is not None:
-        out["balanced_acc"] = float(balanced_accuracy_score(np.asarray(test_y).reshape(-1), pred))
+        out["balanced_acc"] = balanced_accuracy(np.asarray(test_y).reshape(-1), pred)
     return out

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from neurofound.data.binning import bin_grid, bin_spikes
 from neurofound.errors import ConfigError, DataError
 from neurofound.nn.attention import KVCache
 
@@ -69,13 +70,9 @@ class GenerationResult:
         return sets
 
     def counts(self, n_neurons: int, start: float, stop: float, bin_size: float) -> np.ndarray:
-        """(N, T) spike-count raster of the generated spikes over [start, stop) in bins of `bin_size` seconds."""
-        n_bins = int(round((stop - start) / bin_size))
-        raster = np.zeros((n_neurons, n_bins), dtype=np.int64)
-        b = np.floor((self.spike_times - start) / bin_size + 1e-9).astype(np.int64)
-        ok = (b >= 0) & (b < n_bins)
-        np.add.at(raster, (self.unit_ids[ok], b[ok]), 1)
-        return raster
+        """(N, T) spike-count raster of the generated spikes over [start, stop) in bins of `bin_size` seconds
+        (`neurofound.data.binning`: the same bins as `SpikeRecording.raster`)."""
+        return bin_spikes(self.spike_times, self.unit_ids, n_neurons, bin_grid(start, stop, bin_size), bin_size)
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0, temperature: float = 1.0) -> torch.Tensor:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from neurofound.eval import connectivity as conn
 from neurofound.eval import metrics as M
 from neurofound.eval import plots
+from neurofound.eval import spike_metrics as SM
 
 log = logging.getLogger(__name__)
 
@@ -99,29 +100,58 @@ def teacher_forced(model, loader, *, split: str = "test", attention: conn.Attent
                 sums["n"] += n
         for v in cfg.behavior_targets:
             if v in (batch.get("behavior_target") or {}):
-                beh_true[v].append(batch["behavior_target"][v].reshape(-1).cpu().numpy())
-                pred = out.behavior[v]
-                if cfg.behavior_targets[v].get("objective", "regression") != "regression":
-                    pred = pred.argmax(-1).float()
-                beh_pred[v].append(pred.reshape(-1).cpu().numpy())
+                y, pred = batch["behavior_target"][v], out.behavior[v]
+                if _is_classification(cfg, v):  # class indices: the model's own binning of the target
+                    y, pred = model.behavior_classes(v, y.reshape(-1, 1)), pred.argmax(-1)
+                beh_true[v].append(y.reshape(-1).float().cpu().numpy())
+                beh_pred[v].append(pred.reshape(-1).float().cpu().numpy())
         if attention is not None:
             _accumulate_attention(attention, batch, out, cfg.n_neurons)
     model.train(was_training)
     n = max(sums["n"], 1.0)
     metrics = {f"{split}/id_loss": sums["id_loss"] / n, f"{split}/dt_loss": sums["dt_loss"] / n,
                f"{split}/id_acc": sums["id_correct"] / n, f"{split}/dt_acc": sums["dt_correct"] / n}
-    behavior = {}
-    for v in cfg.behavior_targets:
-        if beh_true[v]:
-            y, p = np.concatenate(beh_true[v]), np.concatenate(beh_pred[v])
-            s = M.behavior_scores(y, p)
-            metrics.setdefault(f"{split}/behavior_r", s["r"])  # headline: the first target variable
-            metrics[f"{split}/behavior_{v}_r"] = s["r"]
-            metrics[f"{split}/behavior_{v}_r2"] = s["r2"]
-            if len(cfg.behavior_targets) == 1:
-                metrics[f"{split}/behavior_r2"] = s["r2"]
-            behavior[v] = np.stack([y, p])
+    metrics.update(behavior_metrics(cfg.behavior_targets, beh_true, beh_pred, split=split))
+    behavior = {v: np.stack([np.concatenate(beh_true[v]), np.concatenate(beh_pred[v])])
+                for v in cfg.behavior_targets if beh_true[v]}
     return metrics, behavior
+
+
+def _is_classification(cfg, var: str) -> bool:
+    return cfg.behavior_targets[var].get("objective", "regression") == "classification"
+
+
+def behavior_metrics(targets: dict[str, dict], y_true: dict[str, list], y_pred: dict[str, list], *,
+                     split: str) -> dict[str, float]:
+    """Scores of behaviour predictions, per target `v`: a regression target gets
+    `split/behavior_<v>_r` and `_r2`, a classification target `split/behavior_<v>_balanced_acc`.
+
+    Headlines: `split/behavior_r` is the first regression target's r, `split/behavior_balanced_acc`
+    the first classification target's balanced accuracy; `split/behavior_r2` when the only
+    target is a regression target.
+
+    Args:
+        targets: the model config's `behavior_targets` (`{var: spec}`).
+        y_true, y_pred: `{var: [arrays]}` of true values and predictions (class indices for a
+            classification target), concatenated here.
+    """
+    out: dict[str, float] = {}
+    for v, spec in targets.items():
+        if not y_true.get(v):
+            continue
+        y, p = np.concatenate(y_true[v]), np.concatenate(y_pred[v])
+        if spec.get("objective", "regression") == "classification":
+            acc = M.balanced_accuracy(y, p)
+            out.setdefault(f"{split}/behavior_balanced_acc", acc)
+            out[f"{split}/behavior_{v}_balanced_acc"] = acc
+            continue
+        s = M.behavior_scores(y, p)
+        out.setdefault(f"{split}/behavior_r", s["r"])
+        out[f"{split}/behavior_{v}_r"] = s["r"]
+        out[f"{split}/behavior_{v}_r2"] = s["r2"]
+        if len(targets) == 1:
+            out[f"{split}/behavior_r2"] = s["r2"]
+    return out
 
 
 def _accumulate_attention(acc: conn.AttentionConnectivity, batch: dict, out, n_neurons: int) -> None:
@@ -227,7 +257,7 @@ def generate_split(model, dm, *, split: str = "test", mode: str = "own_past", n_
 
 
 def generation_metrics(result, rows: np.ndarray, dm, *, split: str, suffix: str = "",
-                       psth_bin: float = 0.5) -> dict[str, float]:
+                       psth_bin: float = SM.DEFAULT_PSTH_BIN) -> dict[str, float]:
     """Set-F1 (reference and corrected), timing F1, empty-window fraction and PSTH r of generated spikes."""
     truth = dm.held_out_spikes(split)
     n_windows = rows.size
@@ -236,18 +266,18 @@ def generation_metrics(result, rows: np.ndarray, dm, *, split: str, suffix: str 
     true_sets = [truth["sets"][r] for r in rows]
     pred_sets = [np.array(sorted(s)) for s in result.window_sets()]
     out = {}
-    ref = M.set_f1_ref(true_sets, pred_sets)
-    fixed = M.set_f1(true_sets, pred_sets)
+    ref = SM.set_f1_ref(true_sets, pred_sets)
+    fixed = SM.set_f1(true_sets, pred_sets)
     keep = pos[truth["window"]] >= 0
-    tim = M.timing_f1(truth["times"][keep], truth["unit_ids"][keep], pos[truth["window"][keep]],
+    tim = SM.timing_f1(truth["times"][keep], truth["unit_ids"][keep], pos[truth["window"][keep]],
                       result.spike_times, result.unit_ids, result.window, n_windows=n_windows)
     n_gen = np.bincount(result.window, minlength=n_windows)
     n_true = np.array([len(s) for s in true_sets])
     out.update({f"{split}/set_f1{suffix}": fixed["f1"], f"{split}/set_f1_ref{suffix}": ref["f1"],
                 f"{split}/set_precision{suffix}": fixed["precision"], f"{split}/set_recall{suffix}": fixed["recall"],
                 f"{split}/timing_f1{suffix}": tim["f1"],
-                f"{split}/empty_window_frac{suffix}": M.empty_window_frac(n_gen),
-                f"{split}/true_empty_window_frac{suffix}": M.empty_window_frac(n_true)})
+                f"{split}/empty_window_frac{suffix}": SM.empty_window_frac(n_gen),
+                f"{split}/true_empty_window_frac{suffix}": SM.empty_window_frac(n_true)})
     true_counts, _ = dm.held_out_counts(split, psth_bin)
     gen_counts, _ = dm.held_out_counts(split, psth_bin, spike_times=result.spike_times, unit_ids=result.unit_ids)
     # only bins inside generated windows count: restrict to bins where generation ran
@@ -255,7 +285,7 @@ def generation_metrics(result, rows: np.ndarray, dm, *, split: str, suffix: str 
                                                unit_ids=np.zeros(result.intervals.size, np.int64))
     covered = gen_windows_counts.sum(0) >= max(1, int(round(psth_bin / dm.window)) // 2)
     if covered.sum() >= 3:
-        ps = M.psth_corr(true_counts[:, covered], gen_counts[:, covered])
+        ps = SM.psth_corr(true_counts[:, covered], gen_counts[:, covered])
         name = "psth_corr_truepast" if suffix == "_truepast" else f"psth_corr{suffix}"
         out[f"{split}/{name}"] = ps["r"]
         out[f"{split}/psth_n_excluded{suffix}"] = ps["n_excluded"]
@@ -303,7 +333,7 @@ def connectivity_scores(dm, matrix: np.ndarray, *, split: str, untrained: np.nda
 def evaluate_spike_model(model, dm, *, split: str = "test", report_dir: str | Path | None = None,
                          untrained_model=None, generate: bool = True, true_past: bool = True,
                          connectivity: bool = True, max_windows: int | None = 1200, n_stretches: int = 16,
-                         max_batches: int | None = None, psth_bin: float = 0.5, seed: int = 0,
+                         max_batches: int | None = None, psth_bin: float = SM.DEFAULT_PSTH_BIN, seed: int = 0,
                          top_k: int = 0, top_p: float = 0.95, temperature: float = 1.0,
                          connectivity_split: str | None = CONNECTIVITY_SPLIT,
                          connectivity_layers: tuple[str, ...] | None = CONNECTIVITY_LAYERS,
@@ -380,6 +410,7 @@ def evaluate_spike_model(model, dm, *, split: str = "test", report_dir: str | Pa
         var, yp = next(iter(behavior.items()))
         y = dm.denormalize_behavior(var, yp[0]) if var in dm.behavior_stats else yp[0]
         p = dm.denormalize_behavior(var, yp[1]) if var in dm.behavior_stats else yp[1]
-        res.figures["behavior"] = plots.plot_behavior(y, p, Path(report_dir) / "behavior.png", name=var)
+        name = f"{var} (class)" if _is_classification(model.config, var) else var
+        res.figures["behavior"] = plots.plot_behavior(y, p, Path(report_dir) / "behavior.png", name=name)
     res.generated["behavior"] = behavior
     return res

@@ -112,9 +112,6 @@ class SpikeGPTTask(NeurofoundTask):
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
 
-    def test_step(self, batch, batch_idx):
-        self._eval_step(batch, "test")
-
     def configure_optimizers(self):
         hp = self.hparams
         return build_optimizer(self.model, hp.lr, hp.weight_decay, hp.betas, hp.warmup_steps, hp.max_steps)

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from neurofound.data.contracts import SpikeContract
 from neurofound.data.datamodule import SpikeDataModule
 from neurofound.data.records import SpikeRecording
+from neurofound.errors import ConfigError, ContractError, DataError
 from neurofound.tokenizers.spike import SpikeTokenizer
 
 N, DURATION = 8, 20.0
@@ -61,7 +63,7 @@ def test_batch_contract(dm):
 
 
 def test_frames_follow_the_tokenizer(dm):
-    batch = next(iter(dm.test_dataloader()))
+    batch = next(iter(dm.dataloader("test")))
     for row, t in enumerate(batch["interval"].numpy()):
         start, stop = dm.tokenizer.frame_slice(float(t), dm.recording.frames.shape[0])
         np.testing.assert_array_equal(batch["frames"][row, 0].numpy(), dm.recording.frames[start:stop])
@@ -146,10 +148,12 @@ def test_held_out_counts(dm):
 
 def test_input_contract(dm):
     c = dm.input_contract()
-    assert c["n_neurons"] == N and c["frame_shape"] == [6, 10] and c["n_frames"] == 3
-    assert c["block_size"] == 24 and c["window_prev"] == 0.1
-    assert c["behavior_inputs"] == ["pupil"] and c["behavior_targets"] == ["speed"]
-    assert set(c["behavior_stats"]) == {"pupil", "speed"}
+    assert isinstance(c, SpikeContract)
+    assert c.n_neurons == N and c.frame_shape == (3, 6, 10) and c.frame_rate == 20.0
+    assert c.dt == 0.01 and c.window == 0.05 and c.window_prev == 0.1
+    assert c.behavior_inputs == ("pupil",) and c.behavior_targets == ("speed",)
+    plain = SpikeDataModule(dm.recording, dm.tokenizer, frames=False).input_contract()
+    assert plain.frame_shape is None and plain.frame_rate is None
 
 
 def test_trials_mode():
@@ -158,26 +162,41 @@ def test_trials_mode():
     module.setup()
     owners = [set(np.unique(module.splits.segments[s]).tolist()) for s in ("train", "val", "test")]
     assert sum(len(o) for o in owners) == 10 and not (owners[0] & owners[1] or owners[0] & owners[2])
-    batch = next(iter(module.test_dataloader()))
+    batch = next(iter(module.dataloader("test")))
     for t, k in zip(batch["interval"].numpy(), batch["segment"].numpy()):
         assert trials[k][0] <= t - 0.15 + 1e-9 and t <= trials[k][1] + 1e-9
 
 
+@pytest.mark.parametrize("trials, expected", [(None, "blocks"), ([(float(k), k + 1.5) for k in range(0, 20, 2)], "trials")])
+def test_auto_split_mode(trials, expected):
+    module = SpikeDataModule(_recording(trials=trials), SpikeTokenizer(N, **TOK), split_mode="auto", frames=False)
+    assert module.split_mode == expected
+    module.setup()
+    if expected == "trials":  # whole trials: each trial's windows are in one split only
+        owners = [set(np.unique(module.splits.segments[s]).tolist()) for s in ("train", "val", "test")]
+        assert sum(len(o) for o in owners) == len(trials)
+        assert not (owners[0] & owners[1] or owners[0] & owners[2] or owners[1] & owners[2])
+    else:
+        assert module.splits.blocks["test"] == [pytest.approx((9.6, 12.0)), pytest.approx((18.4, 20.0))]
+
+
 @pytest.mark.parametrize(
-    "make, match",
+    "make, match, error",
     [
-        (lambda: (_recording(frame_rate=10.0), SpikeTokenizer(N, **TOK), {}), "frame rate mismatch.*10 Hz.*20 Hz"),
-        (lambda: (_recording(), SpikeTokenizer(N, **TOK), {"frame_shape": (32, 56)}), r"expects.*\(32, 56\).*\(6, 10\)"),
-        (lambda: (_recording(), SpikeTokenizer(N + 1, **TOK), {}), "n_neurons=9.*8 units"),
-        (lambda: (_recording(), SpikeTokenizer(N, **TOK), {"behavior_targets": ["gaze"]}), r"'gaze'.*\['pupil', 'speed'\]"),
-        (lambda: (_recording(), SpikeTokenizer(N, **TOK), {"split_mode": "trials"}), "no trials"),
+        (lambda: (_recording(frame_rate=10.0), SpikeTokenizer(N, **TOK), {}), "frame rate mismatch.*10 Hz.*20 Hz", ContractError),
+        (lambda: (_recording(), SpikeTokenizer(N, **TOK), {"frame_shape": (32, 56)}), r"expects.*\(32, 56\).*\(6, 10\)", ContractError),
+        (lambda: (_recording(), SpikeTokenizer(N + 1, **TOK), {}), "n_neurons=9.*8 units", ContractError),
+        (lambda: (_recording(), SpikeTokenizer(N, **TOK), {"behavior_targets": ["gaze"]}), r"'gaze'.*\['pupil', 'speed'\]", DataError),
+        (lambda: (_recording(), SpikeTokenizer(N, **TOK), {"split_mode": "trials"}), "no trials", DataError),
+        (lambda: (_recording(), SpikeTokenizer(N, **TOK), {"split_mode": "random"}), "split_mode must be one of", ConfigError),
+        (lambda: (_recording(), SpikeTokenizer(N, **TOK), {"batch_size": 0}), "batch_size", ConfigError),
         (lambda: (_recording(), SpikeTokenizer(N, **{**TOK, "window": 0.02, "window_prev": 0.02}),
-                  {"behavior_inputs": ["speed"]}), "below one sample per current window"),
+                  {"behavior_inputs": ["speed"]}), "below one sample per current window", DataError),
     ],
 )
-def test_contract_errors(make, match):
+def test_contract_errors(make, match, error):
     rec, tok, kw = make()
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         SpikeDataModule(rec, tok, **kw)
 
 
@@ -186,3 +205,50 @@ def test_frames_requested_but_missing():
     rec.frames = None
     with pytest.raises(ValueError, match="frames=False"):
         SpikeDataModule(rec, SpikeTokenizer(N, **TOK))
+
+
+def test_behaviour_target_specs():
+    rec, tok = _recording(), SpikeTokenizer(N, **TOK)
+    plain = SpikeDataModule(rec, tok, frames=False, behavior_targets=["speed", "pupil"])
+    assert plain.behavior_target_specs() == {"speed": {"objective": "regression"}, "pupil": {"objective": "regression"}}
+    dm = SpikeDataModule(rec, tok, frames=False, behavior_targets=["speed", "pupil"],
+                         behavior_classes={"speed": {"bin_edges": [4, 6]}})
+    assert dm.behavior_target_specs() == {"speed": {"objective": "classification", "n_classes": 3, "bin_edges": [4.0, 6.0]},
+                                          "pupil": {"objective": "regression"}}
+    dm.setup()
+    # a classification target stays in raw units (the model bins it with the same edges); regression is z-scored
+    np.testing.assert_allclose(dm.tables["test"]["behavior/speed"], dm.tables["test"]["behavior_raw/speed"], rtol=1e-6)
+    assert "speed" not in dm.behavior_stats and "pupil" in dm.behavior_stats
+    batch = next(iter(dm.dataloader("val")))
+    assert batch["behavior_target"]["speed"].dtype == torch.float32 and batch["behavior_target"]["speed"].shape[1] == 1
+
+
+def test_class_index_targets_without_edges_must_be_class_indices():
+    rec = _recording()
+    state = np.random.default_rng(1).integers(0, 3, int(DURATION * 20)).astype(float)
+    rec.behavior["state"] = (state, 20.0)
+    tok = SpikeTokenizer(N, **TOK)
+    ok = SpikeDataModule(rec, tok, frames=False, behavior_targets=["state"],
+                         behavior_classes={"state": {"n_classes": 3}})
+    ok.setup()
+    assert set(np.unique(ok.tables["train"]["behavior/state"]).tolist()) == {0.0, 1.0, 2.0}
+    bad = SpikeDataModule(rec, tok, frames=False, behavior_targets=["state"],
+                          behavior_classes={"state": {"n_classes": 2}})
+    with pytest.raises(DataError, match="class indices 0..1"):
+        bad.setup()
+
+
+@pytest.mark.parametrize("classes, kw, match", [
+    ({"gaze": {"n_classes": 2}}, {}, r"\['gaze'\].*not behaviour targets"),
+    ({"speed": {}}, {}, "n_classes >= 2 or bin_edges"),
+    ({"speed": {"n_classes": 1}}, {}, "n_classes >= 2 or bin_edges"),
+    ({"speed": {"bin_edges": [6.0, 4.0]}}, {}, "strictly increasing"),
+    ({"speed": {"bin_edges": [4.0, float("nan")]}}, {}, "finite"),
+    ({"speed": {"bin_edges": [4.0], "n_classes": 3}}, {}, "1 bin_edges make 2 classes"),
+    ({"speed": {"n_classes": 2, "edges": [1.0]}}, {}, r"unknown keys \['edges'\]"),
+    ({"pupil": {"n_classes": 2}}, {"behavior_inputs": ["pupil"]}, "both an input"),
+])
+def test_behaviour_classes_errors(classes, kw, match):
+    with pytest.raises(ConfigError, match=match):
+        SpikeDataModule(_recording(), SpikeTokenizer(N, **TOK), frames=False, behavior_targets=["speed", "pupil"],
+                        behavior_classes=classes, **kw)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from neurofound.data.records import SpikeRecording
+from neurofound.errors import DataError, MissingFileError
 
 
 def _recording(**kw):
@@ -44,7 +45,7 @@ def test_sorted_and_defaults():
     ],
 )
 def test_validation_errors(kw, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(DataError, match=match):
         _recording(**kw)
 
 
@@ -105,5 +106,5 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_load_missing_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a saved SpikeRecording"):
+    with pytest.raises(MissingFileError, match="not a saved SpikeRecording"):
         SpikeRecording.load(tmp_path)

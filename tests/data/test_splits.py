@@ -3,7 +3,17 @@
 import numpy as np
 import pytest
 
-from neurofound.data.splits import SPLITS, Splits, check_no_leakage, split_intervals
+from neurofound.data.splits import (
+    SPLITS,
+    Splits,
+    check_no_leakage,
+    resolve_split_mode,
+    split_by_group,
+    split_intervals,
+    split_time_blocks,
+    split_trials,
+)
+from neurofound.errors import ConfigError, DataError
 
 W, WP = 0.05, 0.1
 
@@ -58,7 +68,7 @@ def test_leakage_check_catches_a_bad_split():
         intervals={"train": np.array([1.0, 1.05]), "val": np.array([1.1]), "test": np.array([5.0])},
         segments={s: np.zeros(1, np.int64) for s in SPLITS},
     )
-    with pytest.raises(ValueError, match="leakage"):
+    with pytest.raises(DataError, match="leakage"):
         check_no_leakage(leaky, W, WP)
 
 
@@ -102,3 +112,71 @@ def test_bad_arguments():
         split_intervals([(0.0, 1.0), (1.0, 2.0)], W, WP, mode="trials")
     with pytest.raises(ValueError, match="too short"):
         split_intervals([(0.0, 0.1)], W, WP)
+
+
+def test_trial_assignment_is_unchanged():
+    """Whole-trial splits still follow the seeded shuffle they always did (same trials per split)."""
+    spans = [(float(k), float(k) + 0.8) for k in range(13)]
+    for seed in range(5):
+        order = np.random.default_rng(seed).permutation(13)
+        expected = {"train": sorted(order[:9]), "val": sorted(order[9:10]), "test": sorted(order[10:])}
+        got = split_trials(spans, 0.1, 0.2, seed)
+        assert {s: [k for k, _ in got[s]] for s in SPLITS} == expected
+        windows = split_intervals(spans, W, WP, mode="trials", seed=seed)
+        assert {s: sorted(set(windows.segments[s].tolist())) for s in SPLITS} == expected
+
+
+@pytest.mark.parametrize("groups", [
+    np.repeat(np.arange(10), 7),                                  # subjects as ints
+    np.array([f"mouse-{k % 6}" for k in range(40)]),              # sessions / animals as strings
+])
+def test_split_by_group_keeps_each_group_in_one_split(groups):
+    out = split_by_group(groups, val_frac=0.2, test_frac=0.2, seed=1)
+    all_idx = np.concatenate([out[s] for s in SPLITS])
+    assert np.array_equal(np.sort(all_idx), np.arange(groups.size))  # every item exactly once
+    owners = {s: set(groups[out[s]].tolist()) for s in SPLITS}
+    assert not (owners["train"] & owners["val"] or owners["train"] & owners["test"] or owners["val"] & owners["test"])
+    n = len(set(groups.tolist()))
+    assert len(owners["test"]) == max(1, round(0.2 * n)) and len(owners["val"]) == max(1, round(0.2 * n))
+    again = split_by_group(groups, val_frac=0.2, test_frac=0.2, seed=1)
+    assert all(np.array_equal(out[s], again[s]) for s in SPLITS)
+    other = split_by_group(groups, val_frac=0.2, test_frac=0.2, seed=2)
+    assert any(not np.array_equal(out[s], other[s]) for s in SPLITS) or n < 4
+
+
+def test_split_by_group_of_unique_ids_is_the_trial_split():
+    for seed in range(3):
+        by_group = split_by_group(np.arange(11), seed=seed)
+        by_trial = split_trials([(k, k + 1) for k in range(11)], seed=seed)
+        assert {s: by_group[s].tolist() for s in SPLITS} == {s: [k for k, _ in by_trial[s]] for s in SPLITS}
+
+
+def test_split_by_group_errors():
+    with pytest.raises(DataError, match="2 groups are too few.*no training group"):
+        split_by_group(["a", "a", "b", "b"])
+    with pytest.raises(DataError, match="NaN"):
+        split_by_group([0.0, np.nan, 1.0])
+    with pytest.raises(DataError, match="non-empty"):
+        split_by_group([])
+    with pytest.raises(ConfigError, match="sum to < 1"):
+        split_by_group(np.arange(10), val_frac=0.6, test_frac=0.6)
+    assert split_by_group(np.arange(5), val_frac=0.0, test_frac=0.2)["val"].size == 0
+
+
+def test_split_time_blocks_of_any_spans():
+    blocks = split_time_blocks([(0.0, 10.0), (20.0, 30.0)], val_frac=0.1, test_frac=0.2)
+    assert blocks["val"] == [(0, (0.0, 1.0)), (1, (20.0, 21.0))]
+    assert [k for k, _ in blocks["train"]] == [0, 1] and blocks["train"][1][1] == pytest.approx((21.0, 28.0))
+    assert blocks["test"][0][1] == pytest.approx((8.0, 10.0))
+    assert split_time_blocks([(0.0, 10.0)], val_frac=0.0, test_frac=0.2)["val"] == []
+
+
+def test_resolve_split_mode():
+    assert resolve_split_mode("auto", [(0.0, 1.0)]) == "trials"
+    assert resolve_split_mode("auto", None) == "blocks"
+    assert resolve_split_mode("auto", []) == "blocks"
+    assert resolve_split_mode("blocks", [(0.0, 1.0)]) == "blocks"
+    with pytest.raises(DataError, match="no trials"):
+        resolve_split_mode("trials", None)
+    with pytest.raises(ConfigError, match="split_mode must be one of"):
+        resolve_split_mode("random", None)

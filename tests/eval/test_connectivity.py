@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from neurofound.errors import ConfigError, DataError
 from neurofound.eval import connectivity as C
 
 
@@ -46,7 +47,7 @@ def test_accumulator_cooccurrence_normalisation_by_hand():
     assert acc.layers == ["state/0", "state/1"]
 
 
-def test_attention_matrix_functional_and_causal_counts():
+def test_causal_counts_and_layer_mean():
     n, length = 4, 4
     ids = np.arange(length)[None]
     w = np.ones((1, 1, length, length))
@@ -57,16 +58,22 @@ def test_attention_matrix_functional_and_causal_counts():
     acc1 = C.AttentionConnectivity(n)
     acc1.update("l", np.ones((1, 1, 1, length)), np.array([[2]]), ids, causal=True)
     np.testing.assert_array_equal(acc1.counts()[2], np.ones(n))
-    m = C.attention_matrix([w, 3 * w], ids, ids, n)
-    np.testing.assert_allclose(m, 2 * np.ones((n, n)))
+    # non-causal, two layers (1x and 3x the attention): per co-occurrence, then the layer mean
+    both = C.AttentionConnectivity(n)
+    both.update("a", w, ids, ids)
+    both.update("b", 3 * w, ids, ids)
+    np.testing.assert_allclose(both.matrix(), 2 * np.ones((n, n)))
+    np.testing.assert_allclose(both.matrix(["b"]), 3 * np.ones((n, n)))
+    with pytest.raises(KeyError, match="not accumulated"):
+        both.matrix(["c"])
 
 
 def test_accumulator_rejects_bad_input():
     acc = C.AttentionConnectivity(3)
     w, q, k = _layer1()
-    with pytest.raises(ValueError, match="n_neurons"):
+    with pytest.raises(DataError, match="n_neurons"):
         acc.update("l", w, q + 3, k)
-    with pytest.raises(ValueError, match="do not match"):
+    with pytest.raises(DataError, match="do not match"):
         acc.update("l", w, q[:, :1], k)
     with pytest.raises(RuntimeError, match="update"):
         C.AttentionConnectivity(3).matrix()
@@ -84,9 +91,9 @@ def test_score_hand_auroc_auprc_and_nonhub():
     assert out["auprc"] == pytest.approx((1 + 1 + 3 / 4) / 3)
     assert out["auroc_nonhub"] == pytest.approx(2 / 3)
     assert out["edge_density"] == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="both connected and unconnected"):
+    with pytest.raises(DataError, match="both connected and unconnected"):
         C.score(m, np.zeros((3, 3)))
-    with pytest.raises(ValueError, match="same"):
+    with pytest.raises(DataError, match="same"):
         C.score(m[:2], w)
 
 
@@ -200,7 +207,7 @@ def test_double_centring_keeps_only_the_pair_specific_part():
     assert np.argmax(np.where(off, out, -1)) == 2 * n + 4  # the synapse stands out
     flat = normalize_attention(np.where(off, 0.25, 0.0), mode="centred")
     np.testing.assert_allclose(flat[off], 0.0, atol=1e-12)  # a constant has no pair-specific part
-    with pytest.raises(ValueError, match="mode"):
+    with pytest.raises(ConfigError, match="mode"):
         normalize_attention(m, mode="nope")
 
 
@@ -215,5 +222,5 @@ def test_layer_selection_averages_only_the_chosen_layers():
     np.testing.assert_allclose(acc.matrix(["a"])[1, 0], 1.0)
     np.testing.assert_allclose(acc.matrix(["b"])[1, 0], 0.0)
     np.testing.assert_allclose(acc.matrix()[1, 0], 0.5)
-    with pytest.raises(ValueError, match="relative_to"):
+    with pytest.raises(ConfigError, match="relative_to"):
         acc.matrix(relative_to="nope")

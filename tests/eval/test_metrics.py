@@ -1,125 +1,15 @@
-"""Hand-computed cases for neurofound.eval.metrics."""
+"""Generic metrics (neurofound.eval.metrics): hand values, scikit-learn parity, NaN and shape rules."""
 
 import numpy as np
 import pytest
-from scipy.optimize import linear_sum_assignment
-from sklearn.metrics import r2_score as sk_r2
+from sklearn import metrics as sk
 
+from neurofound.errors import DataError
 from neurofound.eval import metrics as M
 
-# Six windows covering every branch of the reference's compute_scores (spec 4.2).
-TRUE = [{1, 2, 3}, [1, 1, 2], {1}, {7}, set(), set()]
-PRED = [{2, 3, 4}, [1], {1, 5, 6}, set(), {3}, set()]
-
-
-def test_token_accuracy_ignores_pad_and_accepts_logits():
-    pred = np.array([[1, 2, 3], [4, 5, 6]])
-    target = np.array([[1, 0, 3], [9, 5, 9]])
-    assert M.token_accuracy(pred, target, ignore_index=9) == pytest.approx(3 / 4)
-    assert M.token_accuracy(pred, target) == pytest.approx(3 / 6)
-    logits = np.eye(10)[pred] * 5.0  # (2, 3, 10), arg-max = pred
-    assert M.token_accuracy(logits, target, ignore_index=9) == pytest.approx(3 / 4)
-    assert np.isnan(M.token_accuracy(pred, np.full((2, 3), 9), ignore_index=9))
-    with pytest.raises(ValueError, match="shape"):
-        M.token_accuracy(pred[:, :2], target)
-
-
-def test_cross_entropy_matches_hand_values():
-    logits = np.zeros((2, 3, 4))
-    target = np.array([[0, 1, 2], [3, 9, 9]])
-    assert M.cross_entropy(logits, target, ignore_index=9) == pytest.approx(np.log(4))
-    logits2 = np.log(np.array([[0.5, 0.25, 0.25]]))
-    assert M.cross_entropy(logits2, np.array([1])) == pytest.approx(np.log(4))
-    with pytest.raises(ValueError, match="target ids"):
-        M.cross_entropy(logits, target)  # 9 is not a class of 4
-
-
-def test_set_f1_ref_reproduces_reference_branches():
-    # Windows 4 and 5 (no true spike) are absent from the reference's table -> skipped.
-    # Per kept window (P, R, F1): (2/3, 2/3, 2/3), (1, 1, 1) [FP empty bug],
-    # (1, 1, 1) [FN empty bug], (0, 0, 0) [empty generation].
-    out = M.set_f1_ref(TRUE, PRED)
-    assert out["n_windows"] == 4
-    assert out["precision"] == pytest.approx(2 / 3)
-    assert out["recall"] == pytest.approx(2 / 3)
-    assert out["f1"] == pytest.approx(2 / 3)
-    assert M.set_f1(TRUE, PRED, reference=True) == out
-    assert np.isnan(M.set_f1_ref([set()], [{1}])["f1"])
-
-
-def test_set_f1_corrected():
-    # Per window (P, R, F1): (2/3, 2/3, 2/3), (1, 1/2, 2/3), (1/3, 1, 1/2), (0, 0, 0),
-    # (0, 0, 0) [spurious spikes in a silent window], (1, 1, 1) [both empty].
-    out = M.set_f1(TRUE, PRED)
-    assert out["n_windows"] == 6
-    assert out["precision"] == pytest.approx(3 / 6)
-    assert out["recall"] == pytest.approx(19 / 36)
-    assert out["f1"] == pytest.approx(17 / 36)
-    with pytest.raises(ValueError, match="windows"):
-        M.set_f1(TRUE, PRED[:-1])
-
-
-def test_group_by_window_keeps_silent_windows():
-    sets = M.group_by_window(np.array([5, 1, 2, 5]), np.array([2, 0, 2, 0]), n_windows=4)
-    assert [list(s) for s in sets] == [[1, 5], [], [5, 2], []]
-    assert M.empty_window_frac(sets) == 0.5
-    assert M.empty_window_frac(np.array([0, 3, 1, 0, 0])) == pytest.approx(0.6)
-    with pytest.raises(ValueError, match="n_windows"):
-        M.group_by_window(np.array([1]), np.array([4]), n_windows=4)
-
-
-def test_timing_f1_hand_case():
-    # window 0: neuron 1 true 0.00, 0.02 / generated 0.01, 0.03 -> 2 matches (one-to-one; a
-    #           nearest-first matcher could pair 0.02 with 0.01 and find only 1);
-    #           neuron 2 true twice at 0.01 / generated once -> 1 match (counts matter)
-    #           -> P = 3/3, R = 3/4, F1 = 6/7
-    # window 1: no true spike, one generated (neuron 3 at 0.10) -> 0, 0, 0
-    # window 2: true neuron 3 at 0.10 (its twin is in window 1: no match across windows);
-    #           generated neuron 4 at 0.10 (wrong neuron) -> 0, 0, 0
-    # window 3: exactly one dt bin apart in floating point (0.2 vs 0.2 + 0.01) -> 1, 1, 1
-    tt = [0.00, 0.02, 0.01, 0.01, 0.10, 0.20]
-    tu = [1, 1, 2, 2, 3, 5]
-    tw = [0, 0, 0, 0, 2, 3]
-    pt = [0.01, 0.03, 0.01, 0.10, 0.10, 0.2 + 0.01]
-    pu = [1, 1, 2, 4, 3, 5]
-    pw = [0, 0, 0, 2, 1, 3]
-    out = M.timing_f1(tt, tu, tw, pt, pu, pw, n_windows=4)
-    assert out["precision"] == pytest.approx((1 + 0 + 0 + 1) / 4)
-    assert out["recall"] == pytest.approx((0.75 + 0 + 0 + 1) / 4)
-    assert out["f1"] == pytest.approx((6 / 7 + 0 + 0 + 1) / 4)
-    assert out["f1_pooled"] == pytest.approx(2 * 4 / (6 + 6))  # 4 matches, 6 generated, 6 true
-    # tol = 0: only the neuron-2 pair at exactly 0.01 matches
-    strict = M.timing_f1(tt, tu, tw, pt, pu, pw, n_windows=4, tol=0.0)
-    assert strict["f1_pooled"] == pytest.approx(2 * 1 / (6 + 6))
-    # an empty window in both counts as perfect
-    assert M.timing_f1([], [], [], [], [], [], n_windows=2)["f1"] == 1.0
-    with pytest.raises(ValueError, match="special tokens"):
-        M.timing_f1([0.0], [-1], [0], [0.0], [1], [0], n_windows=1)
-
-
-def test_timing_f1_greedy_is_a_maximum_matching():
-    rng = np.random.default_rng(0)
-    for _ in range(40):
-        nt, npred = rng.integers(1, 8, size=2)
-        tt = np.round(rng.uniform(0, 0.1, nt), 2)
-        pt = np.round(rng.uniform(0, 0.1, npred), 2)
-        adj = np.abs(tt[:, None] - pt[None, :]) <= 0.01 + 1e-9
-        rows, cols = linear_sum_assignment(-adj.astype(float))
-        best = int(adj[rows, cols].sum())
-        out = M.timing_f1(tt, np.zeros(nt), np.zeros(nt), pt, np.zeros(npred), np.zeros(npred), n_windows=1)
-        assert out["f1_pooled"] == pytest.approx(2 * best / (nt + npred))
-
-
-def test_bin_spikes_and_psth_corr():
-    counts = M.bin_spikes([0.1, 0.6, 0.7, 1.2, 2.0], [0, 0, 1, 1, 0], n_neurons=2, t_start=0.0, t_stop=1.5)
-    np.testing.assert_array_equal(counts, [[1, 1, 0], [0, 1, 1]])  # 2.0 s is out of range
-    true = np.array([[1, 2, 3], [1, 1, 1], [0, 1, 0], [1, 2, 3]], float)
-    pred = np.array([[2, 4, 6], [1, 2, 3], [0, 0, 0], [3, 2, 1]], float)
-    out = M.psth_corr(true, pred)
-    assert out["r"] == pytest.approx(0.0)  # mean of +1 and -1
-    assert (out["n_used"], out["n_excluded"]) == (2, 2)
-    np.testing.assert_allclose(out["per_neuron"], [1, np.nan, np.nan, -1])
-    assert M.DEFAULT_PSTH_BIN == 0.5
+RNG = np.random.default_rng(0)
+Y = RNG.normal(size=50)
+YHAT = Y + RNG.normal(scale=0.5, size=50) + 0.3
 
 
 def test_behavior_scores_match_hand_and_sklearn():
@@ -128,9 +18,93 @@ def test_behavior_scores_match_hand_and_sklearn():
     out = M.behavior_scores(y, yhat)
     assert out["r2"] == pytest.approx(0.8)  # 1 - 1 / 5
     assert out["r"] == pytest.approx(np.corrcoef(y, yhat)[0, 1])
-    Y = np.stack([y, -y], 1)
-    H = np.stack([yhat, -y + 1], 1)
-    assert M.r2_score(Y, H) == pytest.approx(sk_r2(Y, H))
+    Y2 = np.stack([y, -y], 1)
+    H2 = np.stack([yhat, -y + 1], 1)
+    assert M.r2_score(Y2, H2) == pytest.approx(sk.r2_score(Y2, H2))
     assert M.r2_score(y, np.full(4, 2.5)) == pytest.approx(0.0)
-    with pytest.raises(ValueError, match="same shape"):
+    with pytest.raises(DataError, match="same shape"):
         M.behavior_scores(y, yhat[:3])
+
+
+def test_pearson_r():
+    assert M.pearson_r([1.0, 2, 3], [2.0, 4, 6]) == pytest.approx(1.0)
+    assert M.pearson_r([1.0, 2, 3], [3.0, 2, 1]) == pytest.approx(-1.0)
+    assert M.pearson_r(Y, YHAT) == pytest.approx(np.corrcoef(Y, YHAT)[0, 1])
+    assert np.isnan(M.pearson_r([1.0, 2, 3], [5.0, 5, 5]))  # constant prediction: undefined
+
+
+def test_mae_and_explained_variance_by_hand_and_sklearn():
+    assert M.mae([1.0, 2, 3], [2.0, 2, 1]) == pytest.approx((1 + 0 + 2) / 3)
+    assert M.mae(Y, YHAT) == pytest.approx(sk.mean_absolute_error(Y, YHAT))
+    # a constant offset costs R^2 but not explained variance
+    assert M.explained_variance([1.0, 2, 3], [11.0, 12, 13]) == pytest.approx(1.0)
+    assert M.r2_score([1.0, 2, 3], [11.0, 12, 13]) < 0
+    assert M.explained_variance(Y, YHAT) == pytest.approx(sk.explained_variance_score(Y, YHAT))
+    Y2, H2 = np.stack([Y, 2 * Y], 1), np.stack([YHAT, Y ** 2], 1)
+    assert M.explained_variance(Y2, H2) == pytest.approx(sk.explained_variance_score(Y2, H2))
+    assert M.mae(Y2, H2) == pytest.approx(sk.mean_absolute_error(Y2, H2))
+    assert M.explained_variance([2.0, 2, 2], [1.0, 1, 1]) == 1.0  # constant target, constant residual
+    assert M.explained_variance([2.0, 2, 2], [1.0, 2, 1]) == 0.0
+
+
+def test_balanced_accuracy_by_hand_and_sklearn():
+    # class 0: 3 of 4 right; class 1: 1 of 2; class 2: 0 of 1 -> (0.75 + 0.5 + 0) / 3
+    y = np.array([0, 0, 0, 0, 1, 1, 2])
+    p = np.array([0, 0, 0, 1, 1, 0, 1])
+    assert M.balanced_accuracy(y, p) == pytest.approx(1.25 / 3)
+    assert M.balanced_accuracy(y, p) == pytest.approx(sk.balanced_accuracy_score(y, p))
+    # majority-class prediction of an unbalanced target is chance, not the majority frequency
+    assert M.balanced_accuracy([0] * 9 + [1], [0] * 10) == pytest.approx(0.5)
+    scores = np.eye(3)[p] + 0.1  # (samples, classes): the arg-max is the label
+    assert M.balanced_accuracy(y, scores) == pytest.approx(1.25 / 3)
+    assert M.balanced_accuracy(["a", "b", "b"], ["a", "b", "a"]) == pytest.approx(0.75)
+
+
+def test_auroc_binary_and_multiclass():
+    y = np.array([0, 0, 1, 1])
+    s = np.array([0.1, 0.4, 0.35, 0.8])
+    assert M.auroc(y, s) == pytest.approx(0.75)
+    assert M.auroc(y.astype(bool), s) == pytest.approx(0.75)
+    assert np.isnan(M.auroc([1, 1, 1], [0.2, 0.3, 0.4]))  # one class: undefined
+    labels = RNG.integers(0, 3, 60)
+    scores = RNG.random((60, 3)) + np.eye(3)[labels] * 0.5
+    expected = np.mean([sk.roc_auc_score(labels == c, scores[:, c]) for c in range(3)])
+    assert M.auroc(labels, scores) == pytest.approx(expected)
+    probs = scores / scores.sum(1, keepdims=True)
+    assert M.auroc(labels, probs) == pytest.approx(sk.roc_auc_score(labels, probs, multi_class="ovr"))
+    with pytest.raises(DataError, match="two classes"):
+        M.auroc(labels, scores[:, 0])
+    with pytest.raises(DataError, match="labels 0..1"):
+        M.auroc(labels, scores[:, :2])
+
+
+@pytest.mark.parametrize("fn", [M.pearson_r, M.r2_score, M.explained_variance, M.mae])
+def test_regression_metrics_skip_nan_samples(fn):
+    y, yhat = Y.copy(), YHAT.copy()
+    y[3], yhat[7] = np.nan, np.nan
+    keep = np.ones(50, bool)
+    keep[[3, 7]] = False
+    assert fn(y, yhat) == pytest.approx(fn(Y[keep], YHAT[keep]))
+    assert np.isnan(fn([np.nan, 1.0], [1.0, np.nan]))  # nothing left: undefined, no warning
+    with pytest.raises(DataError, match="Inf"):
+        fn(np.array([1.0, 2.0, 3.0]), np.array([1.0, np.inf, 3.0]))
+    with pytest.raises(DataError, match=r"\(3,\).*\(2,\)"):
+        fn(np.ones(3), np.ones(2))
+
+
+@pytest.mark.parametrize("fn", [M.balanced_accuracy, M.auroc])
+def test_classification_metrics_skip_nan_samples_and_check_shapes(fn):
+    y = np.array([0.0, 1, np.nan, 1, 0, 1])
+    s = np.array([0.0, 1, 1, np.nan, 0, 1])
+    assert fn(y, s) == pytest.approx(fn(y[[0, 1, 4, 5]], s[[0, 1, 4, 5]]))
+    assert fn(y, s) == pytest.approx(1.0)
+    with pytest.raises(DataError, match="y_true"):
+        fn(np.zeros(3), np.zeros(4))
+    with pytest.raises(DataError, match="Inf"):
+        fn(np.array([0.0, 1.0]), np.array([0.0, np.inf]))
+
+
+def test_returns_python_floats():
+    for fn in (M.pearson_r, M.r2_score, M.explained_variance, M.mae, M.balanced_accuracy):
+        assert type(fn([0.0, 1, 1], [0.0, 1, 0])) is float
+    assert type(M.auroc([0, 1, 1], [0.1, 0.8, 0.3])) is float

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
+from neurofound.errors import ConfigError, DataError
 from neurofound.eval import plots
 from neurofound.eval.report import group_by_split, write_report
 
@@ -45,9 +46,9 @@ def test_plots_write_pngs(tmp_path):
         assert img[..., :3].std() > 0.01, f"{name} is blank"
     # raster: 10 x 6 in at 120 dpi
     assert imread(figs["raster"]).shape[:2] == (720, 1200)
-    with pytest.raises(ValueError, match=".png"):
+    with pytest.raises(ConfigError, match=".png"):
         plots.plot_behavior([0, 1], [0, 1], tmp_path / "x.jpg")
-    with pytest.raises(ValueError, match="same"):
+    with pytest.raises(DataError, match="same"):
         plots.plot_connectivity(np.zeros((3, 3)), np.zeros((4, 4)), tmp_path / "c.png")
 
 

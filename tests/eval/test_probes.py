@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
+from neurofound.errors import ConfigError, DataError
 from neurofound.eval.probes import DEFAULT_ALPHAS, ridge_probe
 
 
@@ -39,9 +40,29 @@ def test_probe_regularises_noise_targets_strongly():
 
 def test_probe_rejects_bad_input():
     x, y = _data(n=20)
-    with pytest.raises(ValueError, match="equal features"):
+    with pytest.raises(DataError, match="equal features"):
         ridge_probe(x, y, x[:, :3])
-    with pytest.raises(ValueError, match="cv"):
+    with pytest.raises(ConfigError, match="cv"):
         ridge_probe(x[:3], y[:3], x, cv=5)
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(DataError, match="NaN"):
         ridge_probe(np.where(x > 1, np.nan, x), y, x)
+
+
+def test_logistic_probe_scores_balanced_accuracy_and_refuses_bad_input():
+    from sklearn.metrics import balanced_accuracy_score
+
+    from neurofound.eval.probes import logistic_probe
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 40)
+    x = rng.normal(size=(120, 4)) + np.eye(4)[y] * 3.0
+    order = rng.permutation(120)
+    x, y = x[order], y[order]
+    out = logistic_probe(x[:90], y[:90], x[90:], y[90:])
+    assert out["pred"].shape == (30,) and out["C"] > 0
+    assert out["balanced_acc"] == pytest.approx(balanced_accuracy_score(y[90:], out["pred"]))
+    assert out["balanced_acc"] > 0.8
+    with pytest.raises(DataError, match="two classes"):
+        logistic_probe(x[:10], np.zeros(10), x[10:20])
+    with pytest.raises(DataError, match="do not fit together"):
+        logistic_probe(x[:10], y[:9], x[10:20])
