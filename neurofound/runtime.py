@@ -225,6 +225,8 @@ def validate_targets(cfg: Any, *, path: str = "") -> None:
     """Every `_target_` node's keys must be arguments its callable accepts (`ConfigError` naming the key
     and listing the valid ones). Hydra's own keys (`_partial_`, `_convert_`, ...) and the group's
     reserved keys (`RESERVED_KEYS`) are skipped."""
+    if isinstance(cfg, (DictConfig, ListConfig)) and (cfg._is_none() or cfg._is_missing()):
+        return
     if isinstance(cfg, DictConfig):
         target = cfg.get("_target_") if "_target_" in cfg else None
         if isinstance(target, str):
@@ -239,6 +241,8 @@ def validate_targets(cfg: Any, *, path: str = "") -> None:
                     raise ConfigError(f"unknown key {where}{unknown[0]} for {what}; valid keys: "
                                       f"{', '.join(sorted(accepted))}")
         for key in cfg.keys():
+            if not path and key == "hydra":
+                continue
             child = cfg._get_node(key)
             if isinstance(child, (DictConfig, ListConfig)):
                 validate_targets(child, path=f"{path}.{key}" if path else str(key))

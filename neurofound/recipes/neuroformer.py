@@ -53,7 +53,7 @@ class NeuroformerRecipe(Recipe):
         log.info("data: %r; windows train/val/test = %s", recording, {k: len(v) for k, v in dm.intervals.items()})
         contract = dm.input_contract()
         return DataBundle(datamodule=dm, contract=contract, tokenizer=tokenizer, description=_describe(dm),
-                          extra={"behavior_targets": _target_specs(cfg, contract.behavior_targets)})
+                          extra={"behavior_targets": dm.behavior_target_specs()})
 
     # ------------------------------------------------------------------------------------------------------------
     # 2. model
@@ -126,17 +126,6 @@ def _describe(dm) -> str:
     return (f"{src}: {rec.n_neurons} neurons, {rec.duration:g} s, {rec.n_spikes} spikes; windows "
             f"train/val/test = {len(dm.intervals['train'])}/{len(dm.intervals['val'])}/{len(dm.intervals['test'])} "
             f"(train_fraction {dm.train_fraction:g}, leakage-safe {dm.split_mode} split)")
-
-
-def _target_specs(cfg: DictConfig, targets) -> dict[str, dict]:
-    """Behaviour targets -> model head specs: regression unless `data.behavior_classes.<var>` says otherwise."""
-    classes = OmegaConf.select(cfg, "data.behavior_classes", default=None) or {}
-    classes = OmegaConf.to_container(classes, resolve=True) if isinstance(classes, DictConfig) else dict(classes)
-    unknown = sorted(set(classes) - set(targets))
-    if unknown:
-        raise ConfigError(f"data.behavior_classes names {unknown}, which are not behaviour targets {list(targets)}")
-    return {v: ({"objective": "classification", **classes[v]} if v in classes else {"objective": "regression"})
-            for v in targets}
 
 
 def fresh_copy(model: Neuroformer, seed: int) -> Neuroformer:
@@ -266,7 +255,7 @@ class BehaviorDecoding:
 
     def labels(self, batch: dict) -> torch.Tensor:
         y = batch["behavior_target"][self.var].reshape(-1)
-        if self.objective == "classification":
+        if self.objective == "classification":  # the model's own binning (bin_edges, or the class index itself)
             edges = self.specs[self.var].get("bin_edges")
             return torch.bucketize(y, torch.tensor(edges, dtype=y.dtype)) if edges is not None else y.round().long()
         return y
