@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neurofound.errors import ConfigError, ContractError
+from neurofound.errors import ConfigError, ContractError, DataError
 from neurofound.models.hub import NeurofoundHubMixin
 from neurofound.models.registry import register_family
 from neurofound.nn.attention import MultiHeadAttention
@@ -110,50 +110,50 @@ class NeuroformerConfig(SpikeVocabulary):
 
     def __post_init__(self):
         if self.n_neurons < 1:
-            raise ValueError(f"n_neurons must be >= 1, got {self.n_neurons}")
+            raise ConfigError(f"n_neurons must be >= 1, got {self.n_neurons}")
         if self.n_dt < 1:
-            raise ValueError(f"n_dt must be >= 1, got {self.n_dt}")
+            raise ConfigError(f"n_dt must be >= 1, got {self.n_dt}")
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+            raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.n_embd % 2:
-            raise ValueError(f"n_embd must be even (sinusoid and temporal MLP halves), got {self.n_embd}")
+            raise ConfigError(f"n_embd must be even (sinusoid and temporal MLP halves), got {self.n_embd}")
         if self.temporal_embedding not in ("learnt", "sinusoid"):
-            raise ValueError(f"temporal_embedding must be 'learnt' or 'sinusoid', got {self.temporal_embedding!r}")
+            raise ConfigError(f"temporal_embedding must be 'learnt' or 'sinusoid', got {self.temporal_embedding!r}")
         if self.clip_loss not in ("infonce", "symmetric"):
-            raise ValueError(f"clip_loss must be 'infonce' or 'symmetric', got {self.clip_loss!r}")
+            raise ConfigError(f"clip_loss must be 'infonce' or 'symmetric', got {self.clip_loss!r}")
         if self.loss_preset not in LOSS_PRESETS:
-            raise ValueError(f"loss_preset must be one of {LOSS_PRESETS}, got {self.loss_preset!r}")
+            raise ConfigError(f"loss_preset must be one of {LOSS_PRESETS}, got {self.loss_preset!r}")
         if self.frame_shape is not None:
             self.frame_shape = [int(v) for v in self.frame_shape]
             if len(self.frame_shape) != 3:
-                raise ValueError(f"frame_shape must be (n_frames, height, width), got {self.frame_shape}")
+                raise ConfigError(f"frame_shape must be (n_frames, height, width), got {self.frame_shape}")
             stride = self.frame_stride or self.frame_kernel
             for axis, (size, k, s) in enumerate(zip(self.frame_shape, self.frame_kernel, stride)):
                 if size < k:
-                    raise ValueError(f"frame axis {axis} has size {size} < conv kernel {k}; shrink frame_kernel")
+                    raise ConfigError(f"frame axis {axis} has size {size} < conv kernel {k}; shrink frame_kernel")
         self.frame_kernel = [int(v) for v in self.frame_kernel]
         overlap = set(self.behavior_inputs) & set(self.behavior_targets)
         if overlap:
-            raise ValueError(f"behaviour variables {sorted(overlap)} are both inputs and targets; pick one role each")
+            raise ConfigError(f"behaviour variables {sorted(overlap)} are both inputs and targets; pick one role each")
         for var, spec in self.behavior_targets.items():
             obj = spec.get("objective", "regression")
             if obj not in ("regression", "classification"):
-                raise ValueError(f"behaviour target {var!r}: objective must be regression|classification, got {obj!r}")
+                raise ConfigError(f"behaviour target {var!r}: objective must be regression|classification, got {obj!r}")
             if obj == "classification" and int(spec.get("n_classes", 0)) < 2:
-                raise ValueError(f"behaviour target {var!r}: classification needs n_classes >= 2")
+                raise ConfigError(f"behaviour target {var!r}: classification needs n_classes >= 2")
             edges = spec.get("bin_edges")
             if edges is not None and len(edges) != int(spec["n_classes"]) - 1:
-                raise ValueError(f"behaviour target {var!r}: bin_edges needs n_classes-1 = {int(spec['n_classes']) - 1} edges")
+                raise ConfigError(f"behaviour target {var!r}: bin_edges needs n_classes-1 = {int(spec['n_classes']) - 1} edges")
         for v in self.contrastive_vars:
             if v in ("id", "frames"):
                 continue
             if not (v.startswith("behavior.") and v.split(".", 1)[1] in self.behavior_inputs):
-                raise ValueError(f"contrastive var {v!r}: use 'id', 'frames' or 'behavior.<input variable>' "
+                raise ConfigError(f"contrastive var {v!r}: use 'id', 'frames' or 'behavior.<input variable>' "
                                  f"(inputs: {self.behavior_inputs})")
         if self.contrastive and len(self.contrastive_vars) < 2:
-            raise ValueError("contrastive=True needs at least two contrastive_vars")
+            raise ConfigError("contrastive=True needs at least two contrastive_vars")
         if self.contrastive and "frames" in self.contrastive_vars and self.frame_shape is None:
-            raise ValueError("contrastive_vars lists 'frames' but frame_shape is None (no stimulus)")
+            raise ConfigError("contrastive_vars lists 'frames' but frame_shape is None (no stimulus)")
 
     @property
     def frame_grid(self) -> tuple[int, int, int] | None:
@@ -446,26 +446,26 @@ class Neuroformer(
     # ---------------------------------------------------------------------------------------------------------
     def _check_tokens(self, name: str, tokens: torch.Tensor, vocab: int, block: int, offset: int | None = None) -> None:
         if tokens.dim() != 2:
-            raise ValueError(f"batch[{name!r}] must be (batch, tokens), got shape {tuple(tokens.shape)}")
+            raise DataError(f"batch[{name!r}] must be (batch, tokens), got shape {tuple(tokens.shape)}")
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
-            raise ValueError(
+            raise DataError(
                 f"batch[{name!r}] has values in [{int(tokens.min())}, {int(tokens.max())}] but the vocabulary has "
                 f"{vocab} entries (0..{vocab - 1}); the data has more neurons / dt bins than the model config "
                 f"(n_neurons={self.config.n_neurons}, n_dt={self.config.n_dt}); rebuild the tokenizer or the model"
             )
         if self.config.reference_compat and offset is None and tokens.shape[1] != block:
-            raise ValueError(
+            raise DataError(
                 f"batch[{name!r}] has {tokens.shape[1]} tokens but reference_compat adds the position table by "
                 f"broadcasting, so it must be exactly block size {block} (fixture Q3)"
             )
         end = tokens.shape[1] + (offset or 0)
         if end > block:
-            raise ValueError(f"batch[{name!r}] reaches position {end} > block size {block}; raise block_size or truncate")
+            raise DataError(f"batch[{name!r}] reaches position {end} > block size {block}; raise block_size or truncate")
 
     def _check_frames(self, frames: torch.Tensor) -> None:
         expected = (1, *self.config.frame_shape)
         if frames.dim() != 5 or tuple(frames.shape[1:]) != expected:
-            raise ValueError(
+            raise DataError(
                 f"batch['frames'] must be (batch, 1, n_frames, height, width) = (B, {', '.join(map(str, expected))}), "
                 f"got {tuple(frames.shape)}; resize the stimulus or set frame_shape in the config"
             )
@@ -510,14 +510,14 @@ class Neuroformer(
         values, offsets = batch.get("behavior") or {}, batch.get("behavior_dt") or {}
         missing = [v for v in self.config.behavior_inputs if v not in values]
         if missing:
-            raise ValueError(f"batch['behavior'] lacks input variables {missing} (model inputs: {self.config.behavior_inputs})")
+            raise DataError(f"batch['behavior'] lacks input variables {missing} (model inputs: {self.config.behavior_inputs})")
         tokens, pooled, var_index = [], {}, []
         for i, var in enumerate(self.config.behavior_inputs):
             value = values[var].to(self.pos_emb.dtype)
             if value.dim() == 2:
                 value = value.unsqueeze(-1)
             if value.dim() != 3 or value.shape[-1] != 1:
-                raise ValueError(f"batch['behavior'][{var!r}] must be (batch, samples, 1), got {tuple(values[var].shape)}")
+                raise DataError(f"batch['behavior'][{var!r}] must be (batch, samples, 1), got {tuple(values[var].shape)}")
             offset = offsets.get(var)
             offset = torch.zeros(value.shape[:2], dtype=value.dtype, device=value.device) if offset is None else offset
             tok = self.behavior_embeddings[var](value, offset.reshape(value.shape[:2]).to(value.dtype))
@@ -554,7 +554,7 @@ class Neuroformer(
             inter["mid.prev_token_emb"] = prev
         if self.frame_encoder is not None:
             if batch.get("frames") is None:
-                raise ValueError(f"this model expects batch['frames'] of shape (B, 1, {', '.join(map(str, cfg.frame_shape))})")
+                raise DataError(f"this model expects batch['frames'] of shape (B, 1, {', '.join(map(str, cfg.frame_shape))})")
             conv, f = self.embed_frames(batch["frames"], sos_emb)
             if inter is not None:
                 inter["mid.frame_conv"], inter["mid.frame_tokens"] = conv, f
@@ -716,7 +716,7 @@ class Neuroformer(
         cls = y.reshape(-1).round().long()
         n = int(spec["n_classes"])
         if cls.numel() and (int(cls.min()) < 0 or int(cls.max()) >= n):
-            raise ValueError(f"behaviour target {var!r} has class values outside 0..{n - 1}; set bin_edges in the config")
+            raise DataError(f"behaviour target {var!r} has class values outside 0..{n - 1}; set bin_edges in the config")
         return cls
 
     # ---------------------------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ class GenerationResult:
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0, temperature: float = 1.0) -> torch.Tensor:
     """Temperature, then top-k, then nucleus (top-p) filtering; removed entries become -inf. logits: (B, V)."""
     if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}; use top_k=1 for greedy decoding")
+        raise ConfigError(f"temperature must be > 0, got {temperature}; use top_k=1 for greedy decoding")
     logits = logits / temperature
     if top_k and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]

@@ -23,6 +23,8 @@ import lightning as L
 import torch
 from torch import nn
 
+from neurofound.errors import ConfigError
+
 
 class NeurofoundTask(L.LightningModule):
     """A LightningModule that trains `self.model` (a pure `nn.Module`, set by the subclass).
@@ -71,7 +73,7 @@ def check_no_tying_across_units(model: nn.Module, units: Iterable[nn.Module]) ->
             unit = prefix or "<root>"
         for name, p in module.named_parameters(recurse=False):
             if owner.setdefault(id(p), unit) != unit:
-                raise ValueError(f"parameter {prefix + '.' if prefix else ''}{name} is tied across FSDP shard units "
+                raise ConfigError(f"parameter {prefix + '.' if prefix else ''}{name} is tied across FSDP shard units "
                                  f"{owner[id(p)]!r} and {unit!r}; put both modules in one unit (the model's "
                                  f"`_fsdp_units`) or untie them")
         for name, child in module.named_children():

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from neurofound.errors import ConfigError
+
 # Weights of these modules are decayed; everything else (biases, norms, embeddings, learnt
 # position tables) is not: the Neuroformer reference's `configure_optimizers` (spec 7.3).
 _DECAY_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -44,7 +46,7 @@ def build_optimizer(module: nn.Module, lr: float, weight_decay: float, betas=(0.
     """AdamW over `param_groups` with the warm-up + cosine schedule, in Lightning's format."""
     groups = param_groups(module, weight_decay)
     if not groups:
-        raise ValueError("no trainable parameters: every parameter of the model is frozen")
+        raise ConfigError("no trainable parameters: every parameter of the model is frozen")
     opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
     sched = warmup_cosine(opt, warmup_steps, max_steps)
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

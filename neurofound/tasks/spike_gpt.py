@@ -11,6 +11,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
+from neurofound.errors import ConfigError, DataError
 from neurofound.tasks.base import NeurofoundTask
 from neurofound.tasks.optim import build_optimizer
 
@@ -36,7 +37,7 @@ class SpikeGPTTask(NeurofoundTask):
         super().__init__()
         betas = tuple(float(b) for b in betas)  # plain floats: checkpoints load with weights_only=True
         if objective not in ("total", "behavior"):
-            raise ValueError(f"objective must be 'total' or 'behavior', got {objective!r}")
+            raise ConfigError(f"objective must be 'total' or 'behavior', got {objective!r}")
         self.model = model
         self.save_hyperparameters(ignore=["model"])
 
@@ -67,7 +68,7 @@ class SpikeGPTTask(NeurofoundTask):
         if self.hparams.objective == "behavior":
             terms = [out.loss[v] for v in self.model.config.behavior_targets if v in out.loss]
             if not terms:
-                raise ValueError("objective='behavior' needs behaviour targets in the batch")
+                raise DataError("objective='behavior' needs behaviour targets in the batch")
             return sum(terms)
         total = out.loss["total"]
         for name in _TOKEN_LOSSES:

@@ -33,6 +33,8 @@ import math
 from pathlib import Path
 from typing import Any, ClassVar
 
+from neurofound.errors import CheckpointError, ConfigError, MissingFileError
+
 CONFIG_NAME = "tokenizer_config.json"
 WEIGHTS_NAME = "tokenizer.safetensors"
 
@@ -43,7 +45,7 @@ def _check_json_value(key: str, value: Any) -> None:
         return
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValueError(f"config value {key}={value!r} is not finite; JSON cannot store it exactly.")
+            raise ConfigError(f"config value {key}={value!r} is not finite; JSON cannot store it exactly.")
         return
     if isinstance(value, list):
         for i, item in enumerate(value):
@@ -127,7 +129,7 @@ class Tokenizer:
             The folder as a ``Path``.
         """
         if self.name is None:
-            raise ValueError(
+            raise ConfigError(
                 f"{type(self).__name__} is not registered, so it cannot be saved by name; decorate the class "
                 "with @neurofound.tokenizers.register('<name>')."
             )

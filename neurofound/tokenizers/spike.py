@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from neurofound.errors import ConfigError, DataError
 from neurofound.tokenizers import register
 from neurofound.tokenizers.base import Tokenizer
 
@@ -148,7 +149,7 @@ class SpikeTokenizer(Tokenizer, SpikeVocabulary):
         for key, value in (("window", window), ("window_prev", window_prev)):
             ratio = value / dt
             if round(ratio) < 1 or abs(ratio - round(ratio)) > _GRID_TOL:
-                raise ValueError(
+                raise ConfigError(
                     f"{key}={value} s is not a whole number (>= 1) of dt={dt} s bins ({ratio:.6g} bins); "
                     f"choose {key} as a multiple of dt, e.g. {max(round(ratio), 1) * dt:.6g}."
                 )
@@ -217,12 +218,12 @@ class SpikeTokenizer(Tokenizer, SpikeVocabulary):
         times = np.asarray(spike_times)
         units = np.asarray(unit_ids)
         if times.ndim != 1 or units.ndim != 1:
-            raise ValueError(
+            raise DataError(
                 f"spike_times and unit_ids must be 1-D, got shapes {times.shape} and {units.shape}; "
                 "flatten them or pass one (n_spikes,) array each."
             )
         if times.shape != units.shape:
-            raise ValueError(
+            raise DataError(
                 f"spike_times has {times.size} entries but unit_ids has {units.size}; they must pair up "
                 "one neuron id per spike."
             )
@@ -231,7 +232,7 @@ class SpikeTokenizer(Tokenizer, SpikeVocabulary):
         times = times.astype(np.float64, copy=False)
         if times.size and not np.isfinite(times).all():
             bad = int(np.count_nonzero(~np.isfinite(times)))
-            raise ValueError(f"spike_times holds {bad} NaN/Inf value(s); drop or fix those spikes before tokenizing.")
+            raise DataError(f"spike_times holds {bad} NaN/Inf value(s); drop or fix those spikes before tokenizing.")
         units = self._check_units(units)
 
         # Bin once, bin = floor(t / dt + eps), straight into one (bin, neuron) sort key. The float
@@ -281,10 +282,10 @@ class SpikeTokenizer(Tokenizer, SpikeVocabulary):
             TypeError: non-numeric counts.
         """
         if convert not in _CONVERT:
-            raise ValueError(f"convert must be one of {_CONVERT}, got {convert!r}.")
+            raise ConfigError(f"convert must be one of {_CONVERT}, got {convert!r}.")
         counts = np.asarray(counts)
         if counts.ndim != 2 or counts.shape[0] != self.n_neurons:
-            raise ValueError(
+            raise DataError(
                 f"counts must have shape (n_neurons={self.n_neurons}, bins), got {counts.shape}"
                 + ("; it looks transposed, pass counts.T." if counts.ndim == 2 and counts.shape[1] == self.n_neurons else ".")
             )
@@ -292,24 +293,24 @@ class SpikeTokenizer(Tokenizer, SpikeVocabulary):
             counts = counts.astype(np.int8)
         if np.issubdtype(counts.dtype, np.floating):
             if not np.isfinite(counts).all():
-                raise ValueError(
+                raise DataError(
                     f"counts holds {int(np.count_nonzero(~np.isfinite(counts)))} NaN/Inf value(s); "
                     "replace them (e.g. np.nan_to_num) before tokenizing."
                 )
             if (counts < 0).any():
-                raise ValueError(f"counts holds negative values (min {counts.min():g}); spike counts must be >= 0.")
+                raise DataError(f"counts holds negative values (min {counts.min():g}); spike counts must be >= 0.")
             if convert == "round":
                 counts = np.rint(counts)
             elif convert == "floor":
                 counts = np.floor(counts)
             elif not (counts == np.floor(counts)).all():
-                raise ValueError(
+                raise DataError(
                     "counts holds non-integer values (e.g. rates or calcium traces); convert them to spike "
                     "counts first, or pass convert='round' or convert='floor'."
                 )
         elif np.issubdtype(counts.dtype, np.integer):
             if counts.size and counts.min() < 0:
-                raise ValueError(f"counts holds negative values (min {counts.min()}); spike counts must be >= 0.")
+                raise DataError(f"counts holds negative values (min {counts.min()}); spike counts must be >= 0.")
         else:
             raise TypeError(f"counts must be a numeric array, got dtype {counts.dtype}.")
 
@@ -335,13 +336,13 @@ class SpikeTokenizer(Tokenizer, SpikeVocabulary):
         """
         n_frames = self.n_frames
         if n_available_frames < n_frames:
-            raise ValueError(
+            raise DataError(
                 f"the stimulus has {n_available_frames} frames but a clip needs {n_frames} "
                 f"(frame_window={self.frame_window} s at {self.frame_rate} Hz); shorten frame_window."
             )
         t_arr = np.asarray(t, dtype=np.float64)
         if not np.isfinite(t_arr).all():
-            raise ValueError("frame_slice got a NaN/Inf interval; pass finite interval ends in seconds.")
+            raise DataError("frame_slice got a NaN/Inf interval; pass finite interval ends in seconds.")
         frame_period = 1.0 / self.frame_rate  # 1/20 == 0.05 exactly as in the reference's division
         end_time = t_arr + self.window if self.reference_compat else t_arr
         stop = np.rint(end_time / frame_period).astype(np.int64)
@@ -368,7 +369,7 @@ class SpikeTokenizer(Tokenizer, SpikeVocabulary):
         ids = np.asarray(id_seq).astype(np.int64).reshape(-1)
         dts = np.asarray(dt_seq).astype(np.int64).reshape(-1)
         if ids.shape != dts.shape:
-            raise ValueError(f"id_seq ({ids.size} tokens) and dt_seq ({dts.size} tokens) must have the same length.")
+            raise DataError(f"id_seq ({ids.size} tokens) and dt_seq ({dts.size} tokens) must have the same length.")
         eos = np.flatnonzero(ids == self.id_eos)
         if eos.size:
             ids, dts = ids[: eos[0]], dts[: eos[0]]
@@ -376,7 +377,7 @@ class SpikeTokenizer(Tokenizer, SpikeVocabulary):
         ids, dts = ids[is_event], dts[is_event]
         bad = (dts < 0) | (dts >= self.n_dt)
         if bad.any():
-            raise ValueError(
+            raise DataError(
                 f"{int(bad.sum())} neuron token(s) carry a non-numeric dt token (e.g. {int(dts[bad][0])}; numeric "
                 f"dts are 0..{self.n_dt - 1}); sample dt only from the numeric part of the vocabulary."
             )
@@ -395,7 +396,7 @@ class SpikeTokenizer(Tokenizer, SpikeVocabulary):
             ``(n,)`` float64, rounded to 9 decimals.
         """
         if not (math.isfinite(duration) and math.isfinite(start)) or duration < 0:
-            raise ValueError(f"duration must be finite and >= 0 and start finite, got {duration}, {start}.")
+            raise DataError(f"duration must be finite and >= 0 and start finite, got {duration}, {start}.")
         n = math.floor(duration / self.window + _GRID_TOL)
         return np.round(start + self.window * np.arange(1, n + 1), 9)
 
@@ -410,7 +411,7 @@ class SpikeTokenizer(Tokenizer, SpikeVocabulary):
         if units.size:
             lo, hi = units.min(), units.max()
             if lo < 0 or hi >= self.n_neurons:
-                raise ValueError(
+                raise DataError(
                     f"unit_ids range over [{lo:g}, {hi:g}] but the tokenizer has n_neurons={self.n_neurons} "
                     f"(valid ids 0..{self.n_neurons - 1}); remap the ids or build the tokenizer with more neurons."
                 )
@@ -419,9 +420,9 @@ class SpikeTokenizer(Tokenizer, SpikeVocabulary):
     def _window_bins(self, intervals: Any) -> tuple[np.ndarray, np.ndarray]:
         t = np.asarray(intervals, dtype=np.float64)
         if t.ndim != 1:
-            raise ValueError(f"intervals must be 1-D (one end time per sample), got shape {t.shape}.")
+            raise DataError(f"intervals must be 1-D (one end time per sample), got shape {t.shape}.")
         if not np.isfinite(t).all():
-            raise ValueError("intervals holds NaN/Inf; pass finite window end times in seconds.")
+            raise DataError("intervals holds NaN/Inf; pass finite window end times in seconds.")
         # start bin = round((t - w) / dt), as the reference's grid rounding (T1); off-grid t snap.
         start = np.rint((t - self.window) / self.dt).astype(np.int64)
         return t, start
@@ -541,7 +542,7 @@ def _as_int(key: str, value: Any, minimum: int) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{key} must be an int, got {value!r}.")
     if value < minimum:
-        raise ValueError(f"{key} must be >= {minimum}, got {value}.")
+        raise ConfigError(f"{key} must be >= {minimum}, got {value}.")
     return int(value)
 
 
@@ -550,5 +551,5 @@ def _as_positive_float(key: str, value: Any) -> float:
         raise TypeError(f"{key} must be a number of seconds (or Hz), got {value!r}.")
     value = float(value)
     if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{key} must be finite and > 0, got {value}.")
+        raise ConfigError(f"{key} must be finite and > 0, got {value}.")
     return value
