@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neurofound.models.hub import NeurofoundHubMixin
-from neurofound.nn.attention import MultiHeadAttention
+from neurofound.nn.multihead import MultiHeadAttention
 from neurofound.nn.positions import grid_positions, grid_sinusoid, sinusoid
 from neurofound.tokenizers.spike import SpikeVocabulary
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from neurofound.nn.attention import KVCache
+from neurofound.nn.kv_cache import KVCache
 
 log = logging.getLogger(__name__)
 
