@@ -20,8 +20,8 @@ The batch has realistic padding: windows of a Poisson recording with per-window 
 like real data) are tokenized with the SpikeTokenizer and ``--batch`` of them are drawn at random.
 
 Precision ``bf16-mixed`` keeps fp32 weights and runs the model under ``torch.autocast`` in bfloat16 (as
-Lightning's ``precision="bf16-mixed"``). ``--backend`` sets every attention layer's backend (the config's
-``attention_backend``; FlexAttention has no attention dropout, so use ``--attn-dropout 0`` with ``flex``).
+Lightning's ``precision="bf16-mixed"``). ``--backend`` sets every attention layer's backend
+(``set_backend``); FlexAttention has no attention dropout, so use ``--attn-dropout 0`` with ``flex``.
 
 Examples:
     python scripts/bench_mfu.py --json                # neuroformer_base, batch 8 (about 1-2 minutes)
@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from neurofound.models.neuroformer import Neuroformer, NeuroformerConfig, neuroformer_base, neuroformer_small
-from neurofound.nn.attention import BACKENDS, resolve_backend
+from neurofound.nn.attention import BACKENDS, resolve_backend, set_backend
 from neurofound.tokenizers.spike import SpikeTokenizer
 
 
@@ -71,7 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precision", choices=PRECISIONS, default="32",
                    help="32 (fp32, default) or bf16-mixed (fp32 weights, bfloat16 autocast)")
     p.add_argument("--backend", choices=BACKENDS, default=None,
-                   help="attention backend of every layer (default: the config's, auto)")
+                   help="attention backend of every layer (default: auto)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all available)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
@@ -202,11 +202,13 @@ def run(args) -> dict:
     device = args.device
     bf16 = args.precision == "bf16-mixed"
     rng = np.random.default_rng(args.seed)
-    overrides = {k: v for k, v in (("dropout", args.dropout), ("attn_dropout", args.attn_dropout),
-                                   ("attention_backend", args.backend)) if v is not None}
-    cfg = (neuroformer_small if args.small else neuroformer_base)(n_neurons=args.n_neurons, **overrides)
+    drop = {k: v for k, v in (("dropout", args.dropout), ("attn_dropout", args.attn_dropout)) if v is not None}
+    cfg = (neuroformer_small if args.small else neuroformer_base)(n_neurons=args.n_neurons, **drop)
     torch.manual_seed(args.seed)
     model = Neuroformer(cfg).train().to(device)
+    if args.backend is not None:
+        set_backend(model, args.backend)
+    backend = args.backend or "auto"
     batch = make_batch(cfg, args.batch, args.rate, rng)
     n_cur = (batch["id"] != cfg.id_pad).sum(1).numpy()
     n_past = (batch["id_prev"] != cfg.id_pad).sum(1).numpy()
@@ -255,9 +257,9 @@ def run(args) -> dict:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "precision": args.precision,
-        "attention_backend": cfg.attention_backend,
+        "attention_backend": backend,
         "attention_backend_resolved": resolve_backend(
-            cfg.attention_backend, device=device, dtype=torch.bfloat16 if bf16 else torch.float32),
+            backend, device=device, dtype=torch.bfloat16 if bf16 else torch.float32),
         "dropout": cfg.dropout,
         "attn_dropout": cfg.attn_dropout,
         "mfu": achieved / peak,

@@ -7,8 +7,9 @@
 #
 # The image (Python 3.12, torch 2.11 cu130, lightning, triton, einops, safetensors,
 # huggingface_hub, numpy, scipy, scikit-learn, matplotlib, pyyaml, rich) lacks:
-#   * pytest and its own dependencies pluggy and iniconfig (pygments and packaging come with rich
-#     and lightning): the GPU tests;
+#   * nothing the GPU tests need for sure: the image we checked has pytest 9.1.1, but not among
+#     its listed packages, so pytest and its own dependencies pluggy and iniconfig come along
+#     (pygments and packaging come with rich and lightning);
 #   * hydra-core, omegaconf, antlr4-python3-runtime: the configs, so that neurofound's command
 #     line and config tests import there too.
 # The GPU tests (tests/nn) and scripts/bench_mfu.py need nothing else beyond the image
