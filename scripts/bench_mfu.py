@@ -9,8 +9,8 @@ MFU = achieved FLOP/s / peak FLOP/s, where
   is a matmul over its patches (2 * kernel_volume * E per patch); heads are Linears. Backward = 2 x forward,
   so a training step is 3 x forward. LayerNorm, GELU, softmax, dropout, losses and the optimizer are not
   counted (they cost time, not matmul FLOPs).
-* peak FLOP/s = the best fp32 4096 x 4096 torch.mm on the same threads, in the same run (best of
-  ``--peak-repeats``).
+* peak FLOP/s = the best 4096 x 4096 torch.mm on the same device and threads, in the same run (best of
+  ``--peak-repeats``), in the compute dtype: fp32 for ``--precision 32``, bf16 for ``bf16-mixed``.
 
 Timing: ``seconds_per_step`` is forward + backward (``loss.backward()``, the MFU denominator); the AdamW step
 and zero_grad are timed separately (``optimizer_seconds``) and ``mfu_with_optimizer`` divides by their sum.
@@ -19,10 +19,15 @@ Each figure is the median of ``--steps`` timed steps after ``--warmup`` untimed 
 The batch has realistic padding: windows of a Poisson recording with per-window gain (so window fill varies
 like real data) are tokenized with the SpikeTokenizer and ``--batch`` of them are drawn at random.
 
+Precision ``bf16-mixed`` keeps fp32 weights and runs the model under ``torch.autocast`` in bfloat16 (as
+Lightning's ``precision="bf16-mixed"``). ``--backend`` sets every attention layer's backend
+(``set_backend``); FlexAttention has no attention dropout, so use ``--attn-dropout 0`` with ``flex``.
+
 Examples:
     python scripts/bench_mfu.py --json                # neuroformer_base, batch 8 (about 1-2 minutes)
     python scripts/bench_mfu.py --compile --json      # torch.compile (the compile time is reported)
     python scripts/bench_mfu.py --small --json        # tiny sizes (smoke test)
+    python scripts/bench_mfu.py --device cuda --precision bf16-mixed --backend flex --attn-dropout 0 --json
 """
 
 from __future__ import annotations
@@ -40,7 +45,11 @@ import numpy as np
 import torch
 
 from neurofound.models.neuroformer import Neuroformer, NeuroformerConfig, neuroformer_base, neuroformer_small
+from neurofound.nn.attention import BACKENDS, resolve_backend, set_backend
 from neurofound.tokenizers.spike import SpikeTokenizer
+
+
+PRECISIONS = ("32", "bf16-mixed")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -58,6 +67,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="attention-weight dropout (default: the config's, 0.2; on CPU a non-zero value forces SDPA's "
                         "unfused path and a dropout mask the size of every attention matrix)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CPU: slow first step)")
+    p.add_argument("--device", default="cpu", help="where to train: cpu (default), cuda, cuda:1, ...")
+    p.add_argument("--precision", choices=PRECISIONS, default="32",
+                   help="32 (fp32, default) or bf16-mixed (fp32 weights, bfloat16 autocast)")
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="attention backend of every layer (default: auto)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all available)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
@@ -70,6 +84,12 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.warmup < 0 or args.threads < 0 or args.rate <= 0:
         p.error("--warmup and --threads must be >= 0 and --rate > 0")
+    try:
+        args.device = torch.device(args.device)
+    except RuntimeError as e:
+        p.error(f"--device: {e}")
+    if args.device.type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: CUDA is not available here")
     return args
 
 
@@ -152,16 +172,25 @@ def make_batch(cfg: NeuroformerConfig, batch: int, rate: float, rng: np.random.G
 # ----------------------------------------------------------------------------------------------------------
 # measurements
 # ----------------------------------------------------------------------------------------------------------
-def peak_flops(n: int, repeats: int) -> float:
-    """Best fp32 n x n x n torch.mm FLOP/s over `repeats` calls (after one warm-up)."""
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued kernels, so that wall-clock times cover them (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_flops(n: int, repeats: int, device: torch.device = torch.device("cpu"),
+               dtype: torch.dtype = torch.float32) -> float:
+    """Best n x n x n torch.mm FLOP/s over `repeats` calls (after one warm-up)."""
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
-    out = torch.empty(n, n)
+    a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
+    out = torch.empty(n, n, device=device, dtype=dtype)
     torch.mm(a, b, out=out)
+    synchronize(device)
     best = math.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
         torch.mm(a, b, out=out)
+        synchronize(device)
         best = min(best, time.perf_counter() - t0)
     return 2.0 * n ** 3 / best
 
@@ -170,14 +199,20 @@ def run(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
+    device = args.device
+    bf16 = args.precision == "bf16-mixed"
     rng = np.random.default_rng(args.seed)
     drop = {k: v for k, v in (("dropout", args.dropout), ("attn_dropout", args.attn_dropout)) if v is not None}
     cfg = (neuroformer_small if args.small else neuroformer_base)(n_neurons=args.n_neurons, **drop)
     torch.manual_seed(args.seed)
-    model = Neuroformer(cfg).train()
+    model = Neuroformer(cfg).train().to(device)
+    if args.backend is not None:
+        set_backend(model, args.backend)
+    backend = args.backend or "auto"
     batch = make_batch(cfg, args.batch, args.rate, rng)
     n_cur = (batch["id"] != cfg.id_pad).sum(1).numpy()
     n_past = (batch["id_prev"] != cfg.id_pad).sum(1).numpy()
+    batch = {k: v.to(device) for k, v in batch.items()}
     flops = forward_flops(cfg, n_cur, n_past)
     step_flops = 3.0 * flops["total"]  # forward + backward (= 2 x forward)
 
@@ -185,15 +220,17 @@ def run(args) -> dict:
     fwd = torch.compile(model) if args.compile else model
 
     def fwd_bwd() -> float:
-        loss = fwd(batch).loss["total"]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = fwd(batch).loss["total"]
         loss.backward()
-        return float(loss.detach())
+        return float(loss.detach())  # waits for the device
 
     t0 = time.perf_counter()
     for _ in range(args.warmup):
         fwd_bwd()
         opt.step()
         opt.zero_grad(set_to_none=True)
+    synchronize(device)
     warmup_seconds = time.perf_counter() - t0
 
     step_s, opt_s, losses = [], [], []
@@ -203,12 +240,13 @@ def run(args) -> dict:
         t1 = time.perf_counter()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        synchronize(device)
         t2 = time.perf_counter()
         step_s.append(t1 - t0)
         opt_s.append(t2 - t1)
     if not all(math.isfinite(v) for v in losses):
         raise RuntimeError(f"non-finite training loss {losses}")
-    peak = peak_flops(args.peak_size, args.peak_repeats)
+    peak = peak_flops(args.peak_size, args.peak_repeats, device, torch.bfloat16 if bf16 else torch.float32)
     sec = statistics.median(step_s)
     osec = statistics.median(opt_s)
     achieved = step_flops / sec
@@ -216,6 +254,12 @@ def run(args) -> dict:
         "bench": "mfu",
         "model": "neuroformer_small" if args.small else "neuroformer_base",
         "compile": bool(args.compile),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "precision": args.precision,
+        "attention_backend": backend,
+        "attention_backend_resolved": resolve_backend(
+            backend, device=device, dtype=torch.bfloat16 if bf16 else torch.float32),
         "dropout": cfg.dropout,
         "attn_dropout": cfg.attn_dropout,
         "mfu": achieved / peak,
@@ -246,7 +290,7 @@ def run(args) -> dict:
         "load_avg_1min": os.getloadavg()[0],
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
-        "dtype": "float32",
+        "dtype": "bfloat16-mixed" if bf16 else "float32",
     }
 
 
@@ -254,6 +298,8 @@ def format_table(r: dict) -> str:
     return "\n".join([
         f"{r['model']} training step, batch {r['batch']}, {r['threads']} threads, compile={r['compile']} "
         f"(load avg {r['load_avg_1min']:.2f})",
+        f"  device {r['device']}{' ' + r['device_name'] if r['device_name'] else ''}, precision {r['precision']}, "
+        f"attention {r['attention_backend']} -> {r['attention_backend_resolved']}",
         f"  real tokens current {r['real_tokens_current']}/{r['padded_tokens_current']}, "
         f"past {r['real_tokens_past']}/{r['padded_tokens_past']}",
         f"  fwd+bwd {r['seconds_per_step']:.3f} s/step ({r['step_flops'] / 1e9:.1f} GFLOP), optimizer "

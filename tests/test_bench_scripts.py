@@ -64,6 +64,24 @@ def test_bench_mfu_json():
     assert r["threads"] == 1 and r["batch"] == 2
 
 
+def test_bench_mfu_precision_and_backend_flags():
+    r = run_script("bench_mfu.py", "--small", "--batch", "2", "--steps", "1", "--warmup", "0", "--peak-size", "64",
+                   "--peak-repeats", "1", "--precision", "bf16-mixed", "--backend", "reference")
+    assert positive(r["mfu"]) and positive(r["loss"])
+    assert (r["device"], r["device_name"], r["precision"], r["dtype"]) == ("cpu", None, "bf16-mixed", "bfloat16-mixed")
+    assert r["attention_backend"] == r["attention_backend_resolved"] == "reference"
+
+
+def test_bench_mfu_arguments():
+    args = bench_mfu.parse_args([])
+    assert (args.device, args.precision, args.backend) == (torch.device("cpu"), "32", None)
+    with pytest.raises(SystemExit):
+        bench_mfu.parse_args(["--backend", "xformers"])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            bench_mfu.parse_args(["--device", "cuda"])
+
+
 def test_forward_flops_hand_count():
     """Analytic FLOPs of a stripped config (no frames) against a hand count."""
     cfg = neuroformer_small(n_neurons=10, n_embd=8, n_head=2, n_state_layers=1, n_history_layers=1,

@@ -38,7 +38,6 @@ pools over real tokens only, lets behaviour values matter and accepts any length
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +48,8 @@ from torch import nn
 from neurofound.errors import ConfigError, ContractError, DataError
 from neurofound.models.hub import NeurofoundHubMixin
 from neurofound.models.registry import register_family
-from neurofound.nn.attention import MultiHeadAttention
+from neurofound.nn.multihead import MultiHeadAttention
+from neurofound.nn.positions import grid_positions, grid_sinusoid, sinusoid
 from neurofound.tokenizers.spike import SpikeVocabulary
 
 CITATION = """@inproceedings{antoniades2024neuroformer,
@@ -177,43 +177,8 @@ class NeuroformerConfig(SpikeVocabulary):
 
 
 # ==============================================================================================================
-# Positional / temporal codes
+# Temporal embeddings (the fixed position codes are in neurofound.nn.positions)
 # ==============================================================================================================
-def sinusoid(values: torch.Tensor, dim: int) -> torch.Tensor:
-    """Fixed temporal code of real values: even channels sin(v f_i), odd cos(v f_i), f_i = 10000^(-2i/dim).
-
-    Args:
-        values: (...) float.
-    Returns:
-        (..., dim).
-    """
-    freqs = torch.exp(torch.arange(0, dim, 2, device=values.device, dtype=values.dtype) * (-math.log(10000.0) / dim))
-    angles = values.unsqueeze(-1) * freqs
-    out = torch.zeros(*values.shape, dim, device=values.device, dtype=values.dtype)
-    out[..., 0::2] = torch.sin(angles)
-    out[..., 1::2] = torch.cos(angles)
-    return out
-
-
-def grid_sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
-    """N-D sinusoidal position code: each axis gets c = ceil(dim / 2n) * 2 interleaved sin/cos channels
-    (inv_freq_j = 10000^(-2j/c)), axes are concatenated and the result truncated to `dim`.
-
-    Args:
-        positions: (tokens, n_axes) float.
-    Returns:
-        (tokens, dim).
-    """
-    n_axes = positions.shape[-1]
-    c = int(math.ceil(dim / (2 * n_axes))) * 2
-    inv_freq = 1.0 / (10000 ** (torch.arange(0, c, 2, device=positions.device, dtype=positions.dtype) / c))
-    parts = []
-    for a in range(n_axes):
-        ang = positions[:, a : a + 1] * inv_freq
-        parts.append(torch.stack((ang.sin(), ang.cos()), dim=-1).flatten(-2))
-    return torch.cat(parts, dim=-1)[:, :dim]
-
-
 class LearntTemporalEmbedding(nn.Module):
     """Linear(1, E/2) -> GELU -> Linear(E/2, E) on the float dt index (what the reference runs, fixture Q1)."""
 
@@ -499,10 +464,8 @@ class Neuroformer(
         tokens = conv.flatten(1, 3)
         if not self.config.reference_compat:
             # the reference computes a 3-D position code and discards it (fixture Q4); we add it
-            t, h, w = conv.shape[1:4]
-            grid = torch.stack(torch.meshgrid(
-                *(torch.arange(n, device=conv.device, dtype=conv.dtype) for n in (t, h, w)), indexing="ij"), -1)
-            tokens = tokens + grid_sinusoid(grid.reshape(-1, 3), self.config.n_embd)
+            grid = grid_positions(conv.shape[1:4], device=conv.device, dtype=conv.dtype)
+            tokens = tokens + grid_sinusoid(grid, self.config.n_embd)
         return conv, self.drop(torch.cat([sos, tokens], dim=1))
 
     def embed_behavior(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

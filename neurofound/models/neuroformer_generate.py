@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from neurofound.data.binning import bin_grid, bin_spikes
 from neurofound.errors import ConfigError, DataError
-from neurofound.nn.attention import KVCache
+from neurofound.nn.kv_cache import KVCache
 
 log = logging.getLogger(__name__)
 
