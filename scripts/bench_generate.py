@@ -92,9 +92,11 @@ def build(args):
         cfg = neuroformer_base(n_neurons=args.n_neurons)
     torch.manual_seed(args.seed)
     model = Neuroformer(cfg).eval()
-    tok = SpikeTokenizer(n_neurons=cfg.n_neurons, dt=cfg.dt, window=cfg.window, window_prev=cfg.window_prev,
+    # the public code's windows: 50 ms at 10 ms dt (the builders' 6 dt offsets), 3 frames at 20 Hz
+    tok = SpikeTokenizer(n_neurons=cfg.n_neurons, dt=0.01, window=0.05, window_prev=0.05,
                          block_size=cfg.block_size, block_size_prev=cfg.block_size_prev,
-                         frame_window=cfg.frame_window, frame_rate=cfg.frame_rate)
+                         frame_window=0.15, frame_rate=20.0)
+    model.attach_tokenizer(tok)
     return model, tok
 
 
@@ -104,15 +106,15 @@ def make_batch(cfg, tok, n_segments: int, n_windows: int, rate: float, rng: np.r
     Segment s covers its own stretch of a Poisson recording; its first window's past is real data and
     every later past is rebuilt from generated spikes (own-past mode).
     """
-    warmup = cfg.window + cfg.window_prev  # the first window needs a full real past window before it
-    seg_len = warmup + n_windows * cfg.window + cfg.window
+    warmup = tok.window + tok.window_prev  # the first window needs a full real past window before it
+    seg_len = warmup + n_windows * tok.window + tok.window
     duration = n_segments * seg_len
     n_spikes = rng.poisson(cfg.n_neurons * rate * duration)
     times = np.sort(rng.uniform(0.0, duration, n_spikes))
     units = rng.integers(0, cfg.n_neurons, n_spikes)
-    first = np.arange(n_segments) * seg_len + warmup + cfg.window
-    intervals = (first[:, None] + cfg.window * np.arange(n_windows)[None, :]).reshape(-1)
-    intervals = np.round(intervals / cfg.dt) * cfg.dt  # exactly on the dt grid
+    first = np.arange(n_segments) * seg_len + warmup + tok.window
+    intervals = (first[:, None] + tok.window * np.arange(n_windows)[None, :]).reshape(-1)
+    intervals = np.round(intervals / tok.dt) * tok.dt  # exactly on the dt grid
     enc = tok.encode(times, units, intervals)
     B = len(intervals)
     return {

@@ -142,20 +142,21 @@ def forward_flops(cfg: NeuroformerConfig, n_cur: np.ndarray, n_past: np.ndarray)
 # ----------------------------------------------------------------------------------------------------------
 def make_batch(cfg: NeuroformerConfig, batch: int, rate: float, rng: np.random.Generator) -> dict:
     """A training batch of `batch` windows drawn from a tokenized Poisson recording with per-window gain."""
-    tok = SpikeTokenizer(n_neurons=cfg.n_neurons, dt=cfg.dt, window=cfg.window, window_prev=cfg.window_prev,
+    # the public code's windows (50 ms at 10 ms dt: the builders' 6 dt offsets)
+    tok = SpikeTokenizer(n_neurons=cfg.n_neurons, dt=0.01, window=0.05, window_prev=0.05,
                          block_size=cfg.block_size, block_size_prev=cfg.block_size_prev)
     n_windows = max(4 * batch, 32)
-    duration = (n_windows + 2) * cfg.window
+    duration = (n_windows + 2) * tok.window
     # one gain per window-length stretch (Gamma, mean 1): some windows nearly silent, some saturated
     gain = rng.gamma(1.5, 1.0 / 1.5, n_windows + 2)
-    counts = rng.poisson(rate * cfg.window * gain[:, None], (n_windows + 2, cfg.n_neurons))
+    counts = rng.poisson(rate * tok.window * gain[:, None], (n_windows + 2, cfg.n_neurons))
     stretch, unit = np.nonzero(counts)
     reps = counts[stretch, unit]
     stretch, unit = np.repeat(stretch, reps), np.repeat(unit, reps)
-    times = (stretch + rng.uniform(0.0, 1.0, len(stretch))) * cfg.window
+    times = (stretch + rng.uniform(0.0, 1.0, len(stretch))) * tok.window
     order = np.argsort(times, kind="stable")
     times, unit = times[order], unit[order]
-    intervals = np.round(tok.intervals(duration, start=cfg.window + cfg.window_prev) / cfg.dt) * cfg.dt
+    intervals = np.round(tok.intervals(duration, start=tok.window + tok.window_prev) / tok.dt) * tok.dt
     enc = tok.encode(times, unit, intervals)
     pick = rng.choice(len(intervals), size=batch, replace=len(intervals) < batch)
     as_long = lambda a: torch.as_tensor(a[pick].astype(np.int64))  # noqa: E731

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from neurofound.tokenizers.spike import SpikeTokenizer
 from neurofound.models.neuroformer import Neuroformer, neuroformer_small
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,6 +105,7 @@ def test_min_and_max_new_tokens():
                             n_stimulus_layers=1, block_size=12, block_size_prev=16, frame_shape=None)
     torch.manual_seed(0)
     m = Neuroformer(cfg).eval()
+    m.attach_tokenizer(SpikeTokenizer(20, block_size=12, block_size_prev=16))
     with torch.no_grad():  # EOS logit up: without min_new_tokens windows stop early
         m.head_id.weight[cfg.id_eos] = 3.0 * m.head_id.weight[: cfg.n_neurons].mean(0) + 0.5
     B = 3

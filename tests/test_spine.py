@@ -173,7 +173,8 @@ def test_reference_compat_is_one_setting():
 def test_backend_is_a_runtime_setting(tmp_path):
     """A model saved while `flash` was chosen loads and runs on CPU with sdpa; the backend is never saved."""
     from neurofound.models.neuroformer import Neuroformer
-    from neurofound.nn.attention import MultiHeadAttention, set_backend
+    from neurofound.nn.attention import set_backend
+    from neurofound.nn.multihead import MultiHeadAttention
     from neurofound.runtime import apply_runtime
 
     from models.test_neuroformer import make_batch, model_for, tiny

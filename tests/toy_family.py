@@ -29,7 +29,7 @@ from neurofound.data.contracts import SensorContract
 from neurofound.errors import ConfigError, ContractError
 from neurofound.models.hub import NeurofoundHubMixin
 from neurofound.models.registry import register_family
-from neurofound.nn.attention import MultiHeadAttention
+from neurofound.nn.multihead import MultiHeadAttention
 from neurofound.recipes.base import DataBundle, EvalResult, Recipe, RunContext, Stage
 from neurofound.runtime import instantiate_node
 from neurofound.tasks.base import NeurofoundTask

@@ -11,6 +11,8 @@ from typing import Optional
 
 import torch
 
+from neurofound.errors import ConfigError, DataError
+
 __all__ = ["KVCache"]
 
 
@@ -36,7 +38,7 @@ class KVCache:
 
     def __init__(self, max_len: Optional[int] = None, *, static: bool = False):
         if max_len is not None and (not isinstance(max_len, int) or max_len < 1):
-            raise ValueError(f"max_len must be a positive int or None, got {max_len!r}.")
+            raise ConfigError(f"max_len must be a positive int or None, got {max_len!r}.")
         self.max_len = max_len
         self.static = static
         self.reset()
@@ -104,7 +106,7 @@ class KVCache:
                 "before storing a new source."
             )
         if k.dim() != 4 or v.dim() != 4 or k.shape[:3] != v.shape[:3]:
-            raise ValueError(
+            raise DataError(
                 f"k and v must be (batch, heads, new, head_dim) with equal leading dims, got "
                 f"{tuple(k.shape)} and {tuple(v.shape)}."
             )
@@ -114,7 +116,7 @@ class KVCache:
                 k.shape[0],
                 new,
             ):
-                raise ValueError(
+                raise DataError(
                     f"key_padding_mask for the new keys must be bool (batch, new) = "
                     f"{(k.shape[0], new)}, got {key_padding_mask.dtype} "
                     f"{tuple(key_padding_mask.shape)}."
@@ -124,14 +126,14 @@ class KVCache:
             or self._k.shape[1] != k.shape[1]
             or self._k.shape[3] != k.shape[3]
         ):
-            raise ValueError(
+            raise DataError(
                 f"New keys {tuple(k.shape)} do not match the cached (batch, heads, _, head_dim) "
                 f"{tuple(self._k.shape)}; call reset() or select() first."
             )
 
         end = self.length + new
         if self.max_len is not None and end > self.max_len:
-            raise ValueError(
+            raise DataError(
                 f"KVCache overflow: {end} tokens exceed max_len={self.max_len}. Create the cache "
                 "with a larger max_len (or None to grow automatically)."
             )
@@ -166,7 +168,7 @@ class KVCache:
         index = torch.as_tensor(index, device=self._k.device)
         if index.dtype == torch.bool:
             if index.shape != (self._k.shape[0],):
-                raise ValueError(
+                raise DataError(
                     f"A bool index must have shape (batch,) = ({self._k.shape[0]},), got "
                     f"{tuple(index.shape)}."
                 )

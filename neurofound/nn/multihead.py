@@ -13,6 +13,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from neurofound.errors import ConfigError, DataError
 from neurofound.nn.attention import attention, check_backend_name
 from neurofound.nn.kv_cache import KVCache
 
@@ -43,7 +44,7 @@ class MultiHeadAttention(nn.Module):
     ):
         super().__init__()
         if n_head < 1 or n_embd % n_head != 0:
-            raise ValueError(f"n_head={n_head} must be >= 1 and divide n_embd={n_embd}.")
+            raise ConfigError(f"n_head={n_head} must be >= 1 and divide n_embd={n_embd}.")
         self.n_embd = n_embd
         self.n_head = n_head
         self.head_dim = n_embd // n_head
@@ -101,7 +102,7 @@ class MultiHeadAttention(nn.Module):
             or None.
         """
         if x_q.dim() != 3 or x_q.shape[-1] != self.n_embd:
-            raise ValueError(f"x_q must be (batch, q_len, {self.n_embd}), got {tuple(x_q.shape)}.")
+            raise DataError(f"x_q must be (batch, q_len, {self.n_embd}), got {tuple(x_q.shape)}.")
         batch = x_q.shape[0]
         q = self._split_heads(self.query(x_q))
 
@@ -111,12 +112,12 @@ class MultiHeadAttention(nn.Module):
                 key_padding_mask = cache.key_padding_mask
         else:
             if x_kv is None:
-                raise ValueError(
+                raise DataError(
                     "x_kv is None: pass the key/value tokens (x_kv=x_q for self-attention); "
                     "x_kv may be omitted only with an already filled static KVCache."
                 )
             if x_kv.dim() != 3 or x_kv.shape[-1] != self.n_embd or x_kv.shape[0] != batch:
-                raise ValueError(
+                raise DataError(
                     f"x_kv must be (batch={batch}, kv_len, {self.n_embd}), got "
                     f"{tuple(x_kv.shape)}."
                 )
