@@ -78,6 +78,7 @@ __all__ = [
 BACKENDS = ("auto", "flash", "sdpa", "flex", "reference")
 
 _FLASH_DTYPES = (torch.float16, torch.bfloat16)
+_FLEX_MIN_HEAD_DIM = 16  # the smallest head dim the compiled (Triton) FlexAttention kernel takes on CUDA
 
 DeviceLike = Union[str, torch.device]
 
@@ -381,6 +382,15 @@ def _block_mask(batch, q_len, k_len, causal, key_padding_mask, query_padding_mas
     return block_mask
 
 
+def _flex_padded_head_dim(fn, q, k, v, block_mask, min_dim: int):
+    """FlexAttention with q, k, v zero-padded to `min_dim` head dims. Exact: q.k is unchanged, the
+    extra value columns are zeros and are sliced off, and the scale stays 1/sqrt(original dim)."""
+    dim, dim_v = q.shape[-1], v.shape[-1]
+    q, k = F.pad(q, (0, max(0, min_dim - dim))), F.pad(k, (0, max(0, min_dim - dim)))
+    v = F.pad(v, (0, max(0, min_dim - dim_v)))
+    return fn(q, k, v, block_mask=block_mask, scale=1.0 / math.sqrt(dim))[..., :dim_v]
+
+
 def _flex_attention(
     q, k, v, causal, key_padding_mask, query_padding_mask, dropout_p, *, compiled=True
 ):
@@ -410,6 +420,10 @@ def _flex_attention(
             q.device,
         )
     fn = _compiled_flex() if compiled else _flex_module().flex_attention
+    if q.is_cuda and min(q.shape[-1], v.shape[-1]) < _FLEX_MIN_HEAD_DIM:
+        # The Triton kernel needs head dims >= 16 (torch 2.11 on an H200: "NYI: embedding dimension
+        # ... must be at least 16").
+        return _flex_padded_head_dim(fn, q, k, v, block_mask, _FLEX_MIN_HEAD_DIM)
     # FlexAttention already returns zeros for rows whose keys are all masked (their
     # log-sum-exp is -inf), padded queries included, so no row fix-up is needed here.
     return fn(q, k, v, block_mask=block_mask)

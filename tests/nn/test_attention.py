@@ -619,3 +619,18 @@ def test_flash_varlen_query_padding_matches_reference_on_cuda(case):
     for a, b in zip(got, ref):
         assert not a.isnan().any()
         torch.testing.assert_close(a.float(), b, atol=1e-2, rtol=1e-2)
+
+
+def test_flex_head_dim_padding_is_exact():
+    """CUDA's FlexAttention kernel needs head dims >= 16; the zero-padding it gets instead is exact
+    (checked here with the eager FlexAttention on CPU, forward only)."""
+    from neurofound.nn import attention as A
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 8, dtype=torch.float64) for _ in range(3))
+    ref = attention(q, k, v, causal=True, backend="reference")
+    mask = A._block_mask(2, 7, 7, True, None, None, "cpu")
+    with torch.no_grad():
+        out = A._flex_padded_head_dim(A._flex_module().flex_attention, q, k, v, mask, 16)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
