@@ -167,16 +167,17 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False):
             log.info("stage %s: finished before, restored from %s", stage.name, stage.save_to)
             continue
         trainer = runtime.build_trainer(cfg, run.root, checkpoint_dir=ckpt_dir, **stage.trainer_overrides)
-        ckpt_path = None
-        if resume and (ckpt_dir / "last.ckpt").is_file():
+        ckpt_path, log_before = None, []
+        if resume and (ckpt_dir / "last.ckpt").exists():
             ckpt_path = str(ckpt_dir / "last.ckpt")
-            step = int(torch.load(ckpt_path, map_location="cpu", weights_only=True).get("global_step", 0))
-            if rank_zero_only.rank == 0:
-                runtime.truncate_csv_log(run.root / "logs" / "metrics.csv", step)
+            step = _checkpoint_step(ckpt_dir / "last.ckpt")
+            log_before = runtime.read_csv_log(run.root / "logs" / "metrics.csv", before_step=step)
             log.info("stage %s: resuming from %s (step %d)", stage.name, ckpt_path, step)
         t_fit = time.perf_counter()
         trainer.fit(stage.task, datamodule=stage.datamodule, ckpt_path=ckpt_path, weights_only=True)
         fit_s += time.perf_counter() - t_fit
+        if log_before and trainer.global_rank == 0:
+            runtime.prepend_csv_log(run.root / "logs" / "metrics.csv", log_before)
         if not trainer.fast_dev_run:
             # last.ckpt is the final model of the stage (the callbacks save after validations and every N
             # steps, which need not coincide with the last step); every rank calls it, rank 0 writes
@@ -205,6 +206,13 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False):
                "data": data.description, "steps": trainer.global_step if trainer else 0}
     _finish(cfg, run, models, metrics, result, context)
     return metrics
+
+
+def _checkpoint_step(path: Path) -> int:
+    """The global step of a Lightning checkpoint: a file, or the folder of a sharded (FSDP) one."""
+    if path.is_dir():  # distributed checkpoint: Lightning keeps the plain metadata in meta.pt
+        path = path / "meta.pt"
+    return int(torch.load(path, map_location="cpu", weights_only=True).get("global_step", 0))
 
 
 def _restore_stage(stage, run: RunFolder) -> None:

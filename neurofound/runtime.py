@@ -26,8 +26,8 @@ from neurofound.runfolder import AtomicCheckpointIO, RunFolder
 
 log = logging.getLogger("neurofound")
 
-__all__ = ["RunFolder", "prepare", "apply_runtime", "build_trainer", "RNGStateCallback", "validate_targets",
-           "check_recorded_targets", "merge_recorded_data", "to_plain", "truncate_csv_log"]
+__all__ = ["RunFolder", "prepare", "apply_runtime", "build_trainer", "ResumeStateCallback", "validate_targets",
+           "check_recorded_targets", "merge_recorded_data", "to_plain", "read_csv_log", "prepend_csv_log"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -67,13 +67,19 @@ def apply_runtime(model: torch.nn.Module, cfg: DictConfig | None = None, *, back
 # ------------------------------------------------------------------------------------------------
 # Trainer
 # ------------------------------------------------------------------------------------------------
-class RNGStateCallback(L.Callback):
-    """Save and restore the torch, numpy and Python RNG states with every checkpoint.
+class ResumeStateCallback(L.Callback):
+    """What exact resume needs beyond Lightning's own checkpoint: the RNG states, and the log on disk.
 
     Lightning restores the model, optimiser, loops and a stateful train loader, but not the global
     generators that dropout and random masking draw from; without them a resumed run diverges from
-    an uninterrupted one at the first random draw.
+    an uninterrupted one at the first random draw. The torch, numpy and Python states are saved
+    with every checkpoint and restored from it. The loggers are flushed at every checkpoint, so a
+    killed run's log on disk reaches its last checkpoint.
     """
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        for logger in trainer.loggers:
+            logger.save()
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -135,7 +141,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, checkpoint_dir: Path | None
             callbacks.append(instantiate(c, dirpath=str(ckpt_dir)))
         else:
             callbacks.append(instantiate(c))
-    callbacks.append(RNGStateCallback())
+    callbacks.append(ResumeStateCallback())
     # atomic single-file checkpoints; a sharded (FSDP) checkpoint is a folder the strategy writes itself
     kwargs = dict(logger=logger, callbacks=callbacks, default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()])
     if not checkpoints:
@@ -144,19 +150,34 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, checkpoint_dir: Path | None
     return instantiate(cfg.trainer, **kwargs)
 
 
-def truncate_csv_log(path: Path, last_step: int) -> None:
-    """Drop rows logged after `last_step` (CSVLogger appends, so a resumed run would repeat them)."""
+def read_csv_log(path: Path, *, before_step: int) -> list[dict[str, str]]:
+    """The rows of a CSV metrics log logged before `before_step` (the checkpoint a run resumes from)."""
     path = Path(path)
     if not path.is_file():
-        return
+        return []
     with path.open(newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows or "step" not in rows[0]:
+        return [r for r in csv.DictReader(f) if r.get("step", "") == "" or int(float(r["step"])) < before_step]
+
+
+def prepend_csv_log(path: Path, rows: list[dict[str, str]]) -> None:
+    """Put `rows` (an interrupted run's log up to its checkpoint) before what the resumed run logged.
+
+    Lightning's CSVLogger starts a fresh file in a folder that already holds one, and a killed run's
+    rows after its last checkpoint were logged again by the resumed run, so the log is rebuilt as
+    rows-before-the-checkpoint + the resumed run's rows.
+    """
+    path = Path(path)
+    if not rows:
         return
-    col = rows[0].index("step")
-    keep = [rows[0]] + [r for r in rows[1:] if r[col] == "" or int(float(r[col])) < last_step]
+    new = []
+    if path.is_file():
+        with path.open(newline="") as f:
+            new = list(csv.DictReader(f))
+    keys = sorted({k for r in rows + new for k in r})
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(keep)
+    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows + new)
     atomic_write_text(path, buf.getvalue())
 
 

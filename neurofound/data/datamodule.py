@@ -24,6 +24,8 @@ import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
+from torchdata.stateful_dataloader import StatefulDataLoader
+from torchdata.stateful_dataloader.sampler import RandomSampler as StatefulRandomSampler
 
 from neurofound.data.binning import bin_grid, bin_spikes
 from neurofound.data.contracts import SpikeContract
@@ -400,16 +402,17 @@ class SpikeDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ loaders
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=collate,
-            generator=generator,
-            persistent_workers=self.num_workers > 0,
-        )
+        common = dict(batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate,
+                      persistent_workers=self.num_workers > 0)
+        if not shuffle:
+            return DataLoader(self.datasets[split], **common)
+        # Shuffled training data for exact resume: a stateful loader (torchdata) whose position and
+        # sampler state Lightning saves in every checkpoint, and a sampler with a generator of its
+        # own. The loader draws a base seed from its generator at every new iterator, one more when a
+        # run resumes mid-epoch; sharing it with the sampler would shift every later epoch's order.
+        sampler = StatefulRandomSampler(self.datasets[split], generator=torch.Generator().manual_seed(self.seed))
+        return StatefulDataLoader(self.datasets[split], sampler=sampler,
+                                  generator=torch.Generator().manual_seed(self.seed + 1), **common)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
