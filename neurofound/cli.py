@@ -121,7 +121,7 @@ def check_overrides(verb: str, overrides: list[str]) -> None:
             raise ConfigError(f"unknown key {key}; valid keys{' of ' + parent if parent else ''}: "
                               f"{', '.join(valid)}") from None
         lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
-        raise ConfigError(" ".join(lines[:3])) from None
+        raise ConfigError(" ".join(lines)) from None
     added = [o.split("=", 1)[0].lstrip("+") for o in plain if o.startswith("+") and "/" not in o.split("=", 1)[0]]
     if added:
         base = _compose(verb, [o for o in plain if not o.startswith("+")])

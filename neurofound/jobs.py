@@ -88,7 +88,7 @@ def _fast(cfg: DictConfig) -> bool:
 
 
 def _record(model, recipe: Recipe, cfg: DictConfig, data: DataBundle) -> None:
-    model.record_training(recipe=recipe.family, data_config=runtime.to_plain(cfg.data),
+    model.record_training(recipe=recipe.family, data_config=runtime.recordable_data_config(cfg),
                           training_data=data.description, preprocessing=list(data.preprocessing) or None)
 
 

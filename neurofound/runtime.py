@@ -9,8 +9,10 @@ from __future__ import annotations
 import csv
 import inspect
 import io
+import os
 import logging
 import random
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -273,18 +275,45 @@ def validate_targets(cfg: Any, *, path: str = "") -> None:
                 validate_targets(child, path=f"{path}[{i}]")
 
 
-def check_recorded_targets(node: Any, *, source: str) -> None:
-    """A config recorded in a model (possibly from the Hub) may only instantiate `neurofound.` callables."""
+def check_recorded_targets(node: Any, *, source: str, allowed: Iterable[str] = ()) -> None:
+    """A config recorded in a model (possibly from the Hub) may only instantiate `neurofound.` callables,
+    or those of the plugin modules the user named (`allowed`: `plugins` and $NEUROFOUND_PLUGINS)."""
+    prefixes = ("neurofound.", *(f"{m}." for m in allowed))
     if isinstance(node, dict):
         target = node.get("_target_")
-        if target is not None and not str(target).startswith("neurofound."):
+        if target is not None and not str(target).startswith(prefixes):
             raise ConfigError(f"{source} asks to instantiate {target!r}; a recorded config may only name "
-                              f"neurofound.* targets. Pass data=<group> to choose the data yourself")
+                              f"neurofound.* targets (or those of your plugins). Pass data=<group> to choose "
+                              f"the data yourself")
         for value in node.values():
-            check_recorded_targets(value, source=source)
+            check_recorded_targets(value, source=source, allowed=allowed)
     elif isinstance(node, list):
         for value in node:
-            check_recorded_targets(value, source=source)
+            check_recorded_targets(value, source=source, allowed=allowed)
+
+
+_INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
+
+
+def recordable_data_config(cfg: DictConfig) -> dict:
+    """`cfg.data` as a model records it: interpolations inside `data` stay live (so that a later
+    `data.seed=2` also moves `data.recording.seed: ${data.seed}`); references to anything outside
+    `data` (`${seed}`, `${model.block_size}`) are resolved to the values this run used."""
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            return {k: walk(v, f"{path}.{k}") for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, f"{path}[{i}]") for i, v in enumerate(node)]
+        if isinstance(node, str) and "${" in node:
+            refs = _INTERPOLATION.findall(node)
+            inner = all(r.split(":")[-1].strip().startswith("data.") for r in refs)
+            if not inner:
+                value = OmegaConf.select(cfg, path, throw_on_missing=False)
+                return to_plain(value)
+        return node
+
+    return walk(OmegaConf.to_container(cfg.data, resolve=False), "data")
 
 
 def _data_overrides(overrides: Iterable[str]) -> tuple[list[str], bool]:
@@ -309,7 +338,10 @@ def merge_recorded_data(cfg: DictConfig, recorded: dict | None, overrides: Itera
     dotlist, new_group = _data_overrides(overrides)
     if not recorded or new_group:
         return False
-    check_recorded_targets(recorded, source=source)
+    from neurofound.models.registry import PLUGINS_ENV
+
+    plugins = [*(cfg.get("plugins") or []), *(m for m in os.environ.get(PLUGINS_ENV, "").split(",") if m)]
+    check_recorded_targets(recorded, source=source, allowed=plugins)
     merged = OmegaConf.create(recorded)
     if dotlist:
         user = OmegaConf.from_dotlist([d[len("data."):] for d in dotlist])
