@@ -22,7 +22,11 @@ KEYS = ["test/id_loss", "test/dt_loss", "test/id_acc", "test/set_f1", "test/set_
         "test/connectivity_auroc", "test/connectivity_auprc", "test/connectivity_auroc_nonhub",
         "test/connectivity_auroc_untrained", "test/connectivity_auroc_corr_baseline",
         "test/connectivity_auroc_lagcorr_baseline", "test/connectivity_auroc_pcorr_baseline",
-        "train/steps", "train/fit_seconds"]
+        "test/connectivity_auroc_corr_baseline_plain", "test/connectivity_auroc_lagcorr_baseline_plain",
+        "test/connectivity_auroc_plain", "train/connectivity_auroc", "train/connectivity_auroc_untrained",
+        "train/connectivity_auroc_corr_baseline", "train/connectivity_auroc_lagcorr_baseline",
+        "train/connectivity_auroc_pcorr_baseline", "train/connectivity_auroc_corr_baseline_plain",
+        "train/connectivity_auroc_lagcorr_baseline_plain", "train/steps", "train/fit_seconds"]
 
 
 def main() -> None:

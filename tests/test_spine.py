@@ -430,3 +430,23 @@ def test_lora_trains_under_five_percent_and_leaves_the_base_bitwise():
     for k in trunk:
         key = k if k in after else k.replace(".weight", ".base.weight").replace(".bias", ".base.bias")
         assert torch.equal(after[key], base[k]), k
+
+
+def test_behaviour_target_classified_from_the_config():
+    """`data.behavior_classes` turns a behaviour target into a classification head scored with
+    balanced accuracy, through the recipe (data -> model -> evaluation)."""
+    from helpers import compose
+
+    from neurofound.recipes import get_recipe
+    from neurofound.tasks.spike_eval import teacher_forced
+
+    cfg = compose("train", ["experiment=quickstart", "data.duration=8", "data.behavior_classes={speed: "
+                            "{bin_edges: [0.1, 0.3]}}", "model.n_embd=32", "model.n_state_layers=1",
+                            "model.n_history_layers=1", "model.n_stimulus_layers=1"])
+    recipe = get_recipe("neuroformer")
+    data = recipe.data(cfg)
+    model = recipe.model(cfg, data)
+    assert model.config.behavior_targets["speed"] == {"objective": "classification", "n_classes": 3,
+                                                       "bin_edges": [0.1, 0.3]}
+    metrics, _ = teacher_forced(model, data.datamodule.dataloader("test"), max_batches=2)
+    assert 0.0 <= metrics["test/behavior_balanced_acc"] <= 1.0 and "test/behavior_r" not in metrics

@@ -6,7 +6,7 @@ Import-light: names are resolved on first access, so `from neurofound.data.contr
 
 from __future__ import annotations
 
-import importlib
+from neurofound._lazy import lazy_exports
 
 _EXPORTS = {
     "DEFAULT_CONFIG": "neurofound.data.simulate",
@@ -34,14 +34,4 @@ _EXPORTS = {
     "split_trials": "neurofound.data.splits",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'neurofound.data' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports("neurofound.data", _EXPORTS)

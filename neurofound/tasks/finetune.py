@@ -56,8 +56,15 @@ class FinetuneSpec(Protocol):
     def labels(self, batch: dict) -> torch.Tensor:
         """Downstream targets `(batch,)`."""
 
+    def loader(self, data: Any, split: str):
+        """An unshuffled loader of `split` ("train", "test"): contiguous rows for the probe's folds."""
+
     def predict(self, model: nn.Module, loader) -> tuple[np.ndarray, np.ndarray]:
         """(y_true, y_pred) over a loader: values for regression, class ids for classification."""
+
+    def score(self, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+        """Named scores (`behavior_r`, `balanced_acc`, ...); the job reports them as `test/<name>` and,
+        for the baseline, `test/<name>_scratch`."""
 
 
 def configure_mode(model: nn.Module, spec: FinetuneSpec, mode: str, *, lora_rank: int = 8, lora_alpha: float = 16.0,
