@@ -91,7 +91,23 @@ def _keys_at(cfg, path: str) -> list[str]:
     from omegaconf import DictConfig, OmegaConf
 
     node = OmegaConf.select(cfg, path) if path else cfg
-    return sorted(str(k) for k in node.keys()) if isinstance(node, DictConfig) else []
+    if not isinstance(node, DictConfig):
+        return []
+    return sorted(str(k) for k in node.keys() if not (str(k).startswith("_") and str(k).endswith("_")))
+
+
+def _addable(cfg, parent: str, present: list[str]) -> str:
+    """For a `_target_` node: the arguments its callable takes that the config does not set yet."""
+    from omegaconf import DictConfig, OmegaConf
+
+    node = OmegaConf.select(cfg, parent) if parent else None
+    if not (isinstance(node, DictConfig) and "_target_" in node):
+        return ""
+    from neurofound.runtime import _callable_keys
+
+    accepted, _ = _callable_keys(str(node["_target_"]))
+    extra = sorted(set(accepted or ()) - set(present))
+    return f"; add another argument with +{parent}.KEY=VALUE: {', '.join(extra)}" if extra else ""
 
 
 def check_overrides(verb: str, overrides: list[str]) -> None:
@@ -118,8 +134,9 @@ def check_overrides(verb: str, overrides: list[str]) -> None:
             parent = key.rsplit(".", 1)[0] if "." in key else ""
             base = _compose(verb, [o for o in plain if not o.lstrip("+~").startswith(key + "=")])
             valid = _keys_at(base, parent)
+            more = _addable(base, parent, valid)
             raise ConfigError(f"unknown key {key}; valid keys{' of ' + parent if parent else ''}: "
-                              f"{', '.join(valid)}") from None
+                              f"{', '.join(valid)}{more}") from None
         lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
         raise ConfigError(" ".join(lines)) from None
     added = [o.split("=", 1)[0].lstrip("+") for o in plain if o.startswith("+") and "/" not in o.split("=", 1)[0]]

@@ -150,8 +150,8 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False):
         model = recipe.model(cfg, data)
     _record(model, recipe, cfg, data)
     runtime.apply_runtime(model, cfg)
-    if rank_zero_only.rank == 0 and not resume:
-        _write_config(run, cfg)
+    if rank_zero_only.rank == 0:
+        _write_config(run, cfg)  # a resumed run: the folder's config, with a new trainer.max_steps if given
 
     from neurofound.tasks.base import gather_model
 
@@ -276,6 +276,13 @@ def finetune(cfg: DictConfig, run_dir: Path):
         raise UnsupportedError(f"the {recipe.family} family has no fine-tuning (it adapts in context); use "
                                f"neurofound eval")
     mode = str(cfg.finetune.mode)
+    from neurofound.tasks.finetune import MODES
+
+    if mode not in MODES:
+        raise ConfigError(f"finetune.mode={mode!r} is not one of {', '.join(MODES)}")
+    if mode not in spec.modes:
+        raise UnsupportedError(f"finetune.mode={mode} is not available for the {recipe.family} family; its modes: "
+                               f"{', '.join(spec.modes)}")
     if not cfg.get("init"):
         raise ConfigError("finetune needs init=DIR|HUB_ID|CKPT: the pretrained model to start from")
     pretrained = _load(cfg.init, recipe, what="init")

@@ -52,7 +52,8 @@ def apply_runtime(model: torch.nn.Module, cfg: DictConfig | None = None, *, back
         backend, compile: explicit values (override `cfg`).
 
     Returns:
-        The model, or its `torch.compile`d wrapper when `compile` is on.
+        The model (compiled in place with `nn.Module.compile` when `compile` is on, so that its
+        state-dict keys and its saving are unchanged).
     """
     from neurofound.nn.attention import set_backend
 
@@ -62,7 +63,7 @@ def apply_runtime(model: torch.nn.Module, cfg: DictConfig | None = None, *, back
     if backend:
         set_backend(model, str(backend))
     if compile:
-        return torch.compile(model)
+        model.compile()
     return model
 
 

@@ -189,6 +189,9 @@ def test_backend_is_a_runtime_setting(tmp_path):
     with torch.no_grad():
         out = loaded(make_batch(tiny()))
     assert torch.isfinite(out.loss["total"])
+    keys = list(loaded.state_dict())
+    apply_runtime(loaded, compile=True)  # in place: the same module, the same state-dict keys
+    assert loaded._compiled_call_impl is not None and list(loaded.state_dict()) == keys
 
 
 # ------------------------------------------------------------------------------------------------
