@@ -383,6 +383,33 @@ def test_toy_family_reloads_identically_through_folder_ckpt_and_hub(toy_run, tmp
     assert torch.equal(tok.codebook, folder.tokenizer.codebook)
 
 
+def test_stage_two_builds_on_a_trained_tokenizer(toy_run, tmp_path):
+    """`tokenizer.pretrained=<run dir>`: a new model on the trained tokenizer, whose weights it embeds."""
+    from safetensors.torch import load_file
+
+    run = tmp_path / "stage2"
+    ok(run_cli("train", *TOY, f"tokenizer.pretrained={toy_run}", "seed=1", f"hydra.run.dir={run}", env=TOY_ENV))
+    a = load_file(str(toy_run / "model" / "tokenizer" / "tokenizer.safetensors"))
+    b = load_file(str(run / "model" / "tokenizer" / "tokenizer.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert load_file(str(run / "model" / "model.safetensors"))["head.weight"].shape == (3, 16)
+
+
+def test_unsupported_finetune_mode_is_a_user_error():
+    from neurofound.errors import UserError
+    from neurofound.tasks.finetune import configure_mode
+
+    from toy_family import ToyFinetune
+
+    class ProbeOnly(ToyFinetune):
+        modes = ("linear",)
+
+    with pytest.raises(UserError, match="finetune.mode=lora is not available.*linear"):
+        configure_mode(torch.nn.Linear(2, 2), ProbeOnly(), "lora")
+    with pytest.raises(UserError, match="not one of frozen, linear, full, lora"):
+        configure_mode(torch.nn.Linear(2, 2), ProbeOnly(), "adapters")
+
+
 def test_toy_family_finetunes_with_lora_and_exports(toy_run, tmp_path):
     out = tmp_path / "lora"
     ok(run_cli("finetune", *TOY, f"init={toy_run}", "finetune.mode=lora", f"hydra.run.dir={out}", env=TOY_ENV))

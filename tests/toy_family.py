@@ -211,6 +211,8 @@ class ToyRecipe(Recipe):
         model = ToyModel(instantiate(cfg.model)(n_channels=len(data.contract.channel_names)))
         model.attach_tokenizer(data.tokenizer)
         model.input_contract = data.contract
+        if cfg.tokenizer.get("pretrained"):  # a stage-2 model keeps its trained tokenizer as it is
+            data.tokenizer.requires_grad_(False)
         return model
 
     def stages(self, cfg, data, model) -> list[Stage]:
