@@ -33,7 +33,7 @@ import math
 from pathlib import Path
 from typing import Any, ClassVar
 
-from neurofound.errors import CheckpointError, ConfigError, MissingFileError
+from neurofound.errors import CheckpointError, ConfigError
 
 CONFIG_NAME = "tokenizer_config.json"
 WEIGHTS_NAME = "tokenizer.safetensors"
@@ -184,8 +184,6 @@ class Tokenizer:
             ValueError: the config names a different tokenizer, or holds keys the constructor does not
                 accept (strict, so that a typo never silently falls back to a default).
         """
-        from neurofound.errors import CheckpointError
-
         directory = Path(directory)
         path = directory / CONFIG_NAME
         if not path.is_file():

@@ -12,7 +12,6 @@ from safetensors.torch import load_file, save_file
 
 from neurofound.models.hub import read_safetensors
 from neurofound.models.neuroformer import Neuroformer
-from neurofound.tokenizers.spike import SpikeTokenizer
 
 from .test_neuroformer import make_batch, model_for, tiny, tokenizer_for
 
