@@ -33,7 +33,7 @@ import math
 from pathlib import Path
 from typing import Any, ClassVar
 
-from neurofound.errors import CheckpointError, ConfigError
+from neurofound.errors import CheckpointError, ConfigError, MissingFileError
 
 CONFIG_NAME = "tokenizer_config.json"
 WEIGHTS_NAME = "tokenizer.safetensors"
@@ -154,8 +154,6 @@ class Tokenizer:
         A learned tokenizer built this way has freshly initialised weights: load them afterwards
         (`from_pretrained` does, and a model checkpoint restores them with the model's state dict).
         """
-        from neurofound.errors import ConfigError
-
         allowed = set(cls.config_keys())
         unknown = sorted(set(config) - allowed)
         if unknown:
@@ -187,8 +185,6 @@ class Tokenizer:
         directory = Path(directory)
         path = directory / CONFIG_NAME
         if not path.is_file():
-            from neurofound.errors import MissingFileError
-
             raise MissingFileError(
                 f"no {CONFIG_NAME} in {directory} (folder exists: {directory.is_dir()}); pass the folder written "
                 "by tokenizer.save_pretrained(...), e.g. <model dir>/tokenizer."
@@ -216,9 +212,7 @@ class Tokenizer:
         if tokenizer._has_state():
             weights = directory / WEIGHTS_NAME
             if not weights.is_file():
-                from neurofound.errors import MissingFileError
-
-                raise MissingFileError(
+                    raise MissingFileError(
                     f"{name!r} is a learned tokenizer but {weights} is missing; copy the whole folder written by "
                     "save_pretrained (config AND weights)."
                 )
