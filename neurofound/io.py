@@ -1,4 +1,4 @@
-"""Atomic file writes shared by every layer (no torch, Lightning or Hydra imports).
+"""Atomic file writes and JSON-safe values, shared by every layer (no torch, Lightning or Hydra imports).
 
 A reader sees either the old file or the whole new one: data goes to a temporary file in the same
 folder, is fsynced, then moved in with `os.replace`. A crash or a full disk mid-write never leaves a
@@ -17,11 +17,12 @@ model folder shared on a cluster stays readable by colleagues:
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import stat
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 _TRIES = 100  # random names to try before giving up (a clash is a 1 in 2**48 event)
 
@@ -147,3 +148,22 @@ def _create_file_beside(path: Path) -> tuple[int, Path]:
 
 __all__ = ["atomic_save_file", "atomic_write_bytes", "atomic_write_text", "make_temp_dir", "replace_file",
            "atomic_install_dir"]
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON data: dicts (str keys), lists, numbers, strings; NaN/Inf become None.
+
+    Arrays and tensors (anything with `tolist`, so no torch import here) become lists, and a
+    one-element one becomes its number: a missing figure is null, never a fake number.
+    """
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "tolist"):
+        size = value.numel() if hasattr(value, "numel") else getattr(value, "size", 0)
+        return json_safe(value.item() if size == 1 else value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+

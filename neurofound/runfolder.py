@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,18 +20,7 @@ from typing import Any, Mapping
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from neurofound.io import atomic_save_file, atomic_write_text
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu()
-        value = value.item() if value.numel() == 1 else value.tolist()
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN; a missing figure is null, never a fake number
-    return value
+from neurofound.io import atomic_save_file, atomic_write_text, json_safe
 
 
 class RunFolder:
@@ -78,7 +66,7 @@ class RunFolder:
         for key, value in metrics.items():
             if "/" not in key:
                 raise ValueError(f"metric name {key!r} must be 'split/name' (e.g. 'test/id_loss')")  # a bug, not the user's
-            current[key] = _jsonable(value)
+            current[key] = json_safe(value)
         atomic_write_text(self.metrics_path, json.dumps(dict(sorted(current.items())), indent=2) + "\n")
         return self.metrics_path
 

@@ -22,7 +22,6 @@ backend and other runtime settings are never saved (see `neurofound.runtime.appl
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from pathlib import Path
@@ -32,7 +31,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 
 from neurofound.errors import CheckpointError, ConfigError, MissingFileError
-from neurofound.io import atomic_install_dir, atomic_write_text, make_temp_dir
+from neurofound.io import atomic_install_dir, atomic_write_text, json_safe, make_temp_dir
 from neurofound.weights import atomic_save_state_dict, load_state_dict_strict, read_safetensors
 
 CONFIG_NAME = "config.json"
@@ -201,7 +200,7 @@ class NeurofoundHubMixin(PyTorchModelHubMixin):
             "config": self.config.to_dict(),
             "tokenizer": None if tok is None else {"name": tok.name, "config": tok.config},
             "input_contract": None if self.input_contract is None else self.input_contract.to_dict(),
-            "training": _json_safe({k: v for k, v in self.training_info.items() if k != "metrics"}),
+            "training": json_safe({k: v for k, v in self.training_info.items() if k != "metrics"}),
         }
 
     # ---- saving ------------------------------------------------------------------------------------------------
@@ -236,7 +235,7 @@ class NeurofoundHubMixin(PyTorchModelHubMixin):
             contract = None if self.input_contract is None else self.input_contract.to_dict()
             save_config(staging, {"model_type": self.model_type, "input_contract": contract, **self.config.to_dict()})
             atomic_save_state_dict(own_state_dict(self), staging / WEIGHTS_NAME)
-            atomic_write_text(staging / TRAINING_NAME, json.dumps(_json_safe(self.training_info), indent=2,
+            atomic_write_text(staging / TRAINING_NAME, json.dumps(json_safe(self.training_info), indent=2,
                                                                   sort_keys=True) + "\n")
             atomic_write_text(staging / CARD_NAME, self.card_text())
             tokenizer = getattr(self, "tokenizer", None)
@@ -327,22 +326,6 @@ def _restore_extras(model, contract: dict | None, training: dict | None) -> None
     model.training_info = {}
     if training:
         model.record_training(**{k: v for k, v in training.items() if k in TRAINING_FIELDS})
-
-
-def _json_safe(value: Any) -> Any:
-    """Plain JSON data (numbers, strings, lists, dicts); NaN/Inf become None."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().tolist()
-        return _json_safe(value)
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def load_checkpoint(path: str | Path):

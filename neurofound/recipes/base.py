@@ -8,6 +8,7 @@ Shared steps (the trainer, the run folder, the Hub) live in `neurofound.runtime`
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -88,7 +89,7 @@ class EvalResult:
     context: dict[str, Any] = field(default_factory=dict)
 
 
-class Recipe:
+class Recipe(ABC):
     """Base class of the family recipes (see docs/architecture.md, "Recipes").
 
     Subclasses set `family` (== the model's `model_type`) and `contract`, and implement `data`,
@@ -99,18 +100,19 @@ class Recipe:
     contract: ClassVar[type[InputContract] | None] = None
 
     # -- building -------------------------------------------------------------------------------------------------
+    @abstractmethod
     def data(self, cfg: DictConfig, tokenizer: Any = None, *, purpose: str = "train") -> DataBundle:
         """The run's data. `tokenizer` is a trained model's (eval, fine-tuning) or a pretrained one
         (`tokenizer.pretrained=`); None: build it from the config (and the data, where it needs it).
         `purpose` is the verb ("train", "eval", "finetune", "generate", ...)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def model(self, cfg: DictConfig, data: DataBundle) -> torch.nn.Module:
         """A freshly initialised model for `data` (sizes from the config and the data's contract)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def stages(self, cfg: DictConfig, data: DataBundle, model: torch.nn.Module) -> list[Stage]:
-        raise NotImplementedError
+        """The fits of a training run, in order."""
 
     # -- checking -------------------------------------------------------------------------------------------------
     def check(self, model: torch.nn.Module, data: DataBundle) -> None:

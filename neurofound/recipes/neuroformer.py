@@ -71,7 +71,7 @@ class NeuroformerRecipe(Recipe):
         model.input_contract = c
         return model
 
-    def check(self, model: Neuroformer, data: DataBundle, *, behavior: bool = True) -> None:
+    def check(self, model: Neuroformer, data: DataBundle) -> None:
         """Contract and tokenizer as every family, plus the sizes this data shapes (frames, behaviour inputs)."""
         super().check(model, data)
         cfg, c = model.config, data.contract
@@ -79,7 +79,7 @@ class NeuroformerRecipe(Recipe):
         bad = []
         if have != (list(cfg.frame_shape) if cfg.frame_shape else None):
             bad.append(f"frame_shape: model {cfg.frame_shape} vs data {have}")
-        if behavior and list(c.behavior_inputs) != list(cfg.behavior_inputs):
+        if list(c.behavior_inputs) != list(cfg.behavior_inputs):
             bad.append(f"behavior_inputs: model {cfg.behavior_inputs} vs data {list(c.behavior_inputs)}")
         if bad:
             raise ContractError("the pretrained model does not match this data (" + "; ".join(bad) + "). Set "
@@ -128,14 +128,17 @@ def _describe(dm) -> str:
             f"(train_fraction {dm.train_fraction:g}, leakage-safe {dm.split_mode} split)")
 
 
-def fresh_copy(model: Neuroformer, seed: int) -> Neuroformer:
-    """A freshly initialised model of the same architecture (and tokenizer): the untrained baseline."""
+def fresh_copy(model: Neuroformer, seed: int | None = None) -> Neuroformer:
+    """A freshly initialised model of the same architecture, tokenizer and contract (the untrained and
+    from-scratch baselines). With `seed`, the init draws from that seed and the global RNG is left as it was."""
     state = torch.get_rng_state()
-    torch.manual_seed(seed)
+    if seed is not None:
+        torch.manual_seed(seed)
     try:
         fresh = type(model)(type(model.config).from_dict(model.config.to_dict()))
     finally:
-        torch.set_rng_state(state)
+        if seed is not None:
+            torch.set_rng_state(state)
     fresh.attach_tokenizer(model.tokenizer)
     fresh.input_contract = model.input_contract
     return fresh.to(next(model.parameters()).device).eval()
@@ -252,10 +255,7 @@ class BehaviorDecoding:
         return model
 
     def scratch(self, model: Neuroformer) -> Neuroformer:
-        fresh = Neuroformer(type(model.config).from_dict(model.config.to_dict()))
-        fresh.attach_tokenizer(model.tokenizer)
-        fresh.input_contract = model.input_contract
-        return fresh
+        return fresh_copy(model).train()
 
     def trunk(self, model: Neuroformer) -> list[torch.nn.Module]:
         return [m for m in (model.state_blocks, model.frame_blocks, model.history_blocks, model.stimulus_blocks,

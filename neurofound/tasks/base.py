@@ -17,13 +17,24 @@ model before evaluating or saving it on one rank:
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 import lightning as L
 import torch
 from torch import nn
 
 from neurofound.errors import ConfigError
+
+
+def to_device(batch: Any, device) -> Any:
+    """Move every tensor of a (nested) batch to `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
 
 
 class NeurofoundTask(L.LightningModule):

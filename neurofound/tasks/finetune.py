@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from neurofound.errors import ConfigError, UnsupportedError
-from neurofound.tasks.base import NeurofoundTask
+from neurofound.tasks.base import NeurofoundTask, to_device
 from neurofound.tasks.optim import build_optimizer
 
 MODES = ("frozen", "linear", "full", "lora")
@@ -106,17 +106,6 @@ def pooled_features(model: nn.Module, spec: FinetuneSpec, loader) -> tuple[np.nd
             ys.append(spec.labels(batch).reshape(-1).cpu().numpy())
     model.train(was_training)
     return np.concatenate(xs), np.concatenate(ys)
-
-
-def to_device(batch: Any, device) -> Any:
-    """Move every tensor of a (nested) batch to `device`."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch
 
 
 class FinetuneTask(NeurofoundTask):

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from neurofound.eval import connectivity as conn
 from neurofound.eval import metrics as M
 from neurofound.eval import plots
+from neurofound.tasks.base import to_device
 from neurofound.eval import spike_metrics as SM
 
 log = logging.getLogger(__name__)
@@ -51,18 +52,6 @@ class SpikeEvalResult:
     generated: dict[str, Any] = field(default_factory=dict)
 
 
-def _to(batch: dict, device) -> dict:
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor):
-            out[k] = v.to(device)
-        elif isinstance(v, dict):
-            out[k] = {kk: vv.to(device) for kk, vv in v.items()}
-        else:
-            out[k] = v
-    return out
-
-
 def _special_to_minus1(ids: torch.Tensor, n_neurons: int) -> np.ndarray:
     ids = ids.detach().cpu().numpy().astype(np.int64)
     ids[ids >= n_neurons] = -1
@@ -88,7 +77,7 @@ def teacher_forced(model, loader, *, split: str = "test", attention: conn.Attent
     for i, batch in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             break
-        batch = _to(batch, dev)
+        batch = to_device(batch, dev)
         out = model(batch, need_weights=attention is not None)
         for name, logits, target, pad in (("id", out.id_logits, batch["target_id"], cfg.id_pad),
                                           ("dt", out.dt_logits, batch["target_dt"], cfg.dt_pad)):
@@ -181,7 +170,7 @@ def attention_connectivity(model, loader, *, max_batches: int | None = None) -> 
     for i, batch in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             break
-        batch = _to(batch, dev)
+        batch = to_device(batch, dev)
         _accumulate_attention(acc, batch, model(batch, need_weights=True), n)
     model.train(was_training)
     return acc
@@ -242,14 +231,14 @@ def generate_split(model, dm, *, split: str = "test", mode: str = "own_past", n_
     kw = dict(top_k=top_k, top_p=top_p, temperature=temperature, top_k_dt=top_k, top_p_dt=top_p,
               temperature_dt=temperature)
     if mode == "own_past":
-        batch = _to(ds.__getitems__(rows.tolist()), dev)
+        batch = to_device(ds.__getitems__(rows.tolist()), dev)
         batch["segment"] = torch.as_tensor(seg, device=dev)
         result = model.generate(batch, mode="own_past", tokenizer=dm.tokenizer, generator=gen, **kw)
         return result, rows
     results = []
     for start in range(0, rows.size, batch_size):
         idx = rows[start:start + batch_size]
-        batch = _to(ds.__getitems__(idx.tolist()), dev)
+        batch = to_device(ds.__getitems__(idx.tolist()), dev)
         results.append((model.generate(batch, mode="true_past", generator=gen, **kw), start))
     # merge the per-batch results into one (window indices offset by the batch start)
     merged = {k: np.concatenate([getattr(r, k) + (off if k == "window" else 0) for r, off in results])
