@@ -170,8 +170,8 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False):
         ckpt_path, log_before = None, []
         if resume and (ckpt_dir / "last.ckpt").exists():
             ckpt_path = str(ckpt_dir / "last.ckpt")
-            step = _checkpoint_step(ckpt_dir / "last.ckpt")
-            log_before = runtime.read_csv_log(run.root / "logs" / "metrics.csv", before_step=step)
+            step, pending = _checkpoint_step(ckpt_dir / "last.ckpt")
+            log_before = runtime.read_csv_log(run.root / "logs" / "metrics.csv", before_step=step, pending=pending)
             log.info("stage %s: resuming from %s (step %d)", stage.name, ckpt_path, step)
         t_fit = time.perf_counter()
         trainer.fit(stage.task, datamodule=stage.datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -208,11 +208,14 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False):
     return metrics
 
 
-def _checkpoint_step(path: Path) -> int:
-    """The global step of a Lightning checkpoint: a file, or the folder of a sharded (FSDP) one."""
+def _checkpoint_step(path: Path) -> tuple[int, dict | None]:
+    """The global step of a Lightning checkpoint (a file, or the folder of a sharded FSDP one) and the
+    log row it stored for that step (`runtime.ResumeStateCallback`), if any."""
     if path.is_dir():  # distributed checkpoint: Lightning keeps the plain metadata in meta.pt
         path = path / "meta.pt"
-    return int(torch.load(path, map_location="cpu", weights_only=True).get("global_step", 0))
+    # memory-mapped: only the step is needed, not the weights and optimiser state
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return int(ckpt.get("global_step", 0)), ckpt.get(runtime.ResumeStateCallback.LOG_ROW_KEY)
 
 
 def _restore_stage(stage, run: RunFolder) -> None:

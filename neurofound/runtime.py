@@ -78,11 +78,46 @@ class ResumeStateCallback(L.Callback):
     an uninterrupted one at the first random draw. The torch, numpy and Python states are saved
     with every checkpoint and restored from it. The loggers are flushed at every checkpoint, so a
     killed run's log on disk reaches its last checkpoint.
+
+    A checkpoint saved at the end of a training step (`every_n_train_steps`) is written before
+    Lightning sends that step's metrics to the loggers (it does so right after the
+    `on_train_batch_end` callbacks), and a resumed run does not run that step again. So the row the
+    loggers are about to receive is stored in the checkpoint (`LOG_ROW_KEY`); `jobs.train` puts it
+    back into the log of a resumed run whose killed predecessor did not write it.
     """
+
+    LOG_ROW_KEY = "neurofound_pending_log_row"
+
+    def __init__(self):
+        self._in_train_batch_end = False
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # Lightning runs checkpoint callbacks after every other callback: a checkpoint saved from now
+        # until the next batch, validation or the end of training is one saved at this step's end
+        self._in_train_batch_end = True
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._in_train_batch_end = False
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._in_train_batch_end = False
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._in_train_batch_end = False
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         for logger in trainer.loggers:
             logger.save()
+        connector = trainer._logger_connector
+        if self._in_train_batch_end and trainer.loggers and connector.should_update_logs:
+            # what `_LoggerConnector.log_metrics` will log for this step (Lightning 2.x)
+            from lightning.fabric.utilities.apply_func import convert_tensors_to_scalars
+
+            metrics = convert_tensors_to_scalars(connector.metrics["log"])
+            if metrics:
+                metrics.setdefault("epoch", trainer.current_epoch)
+                checkpoint[self.LOG_ROW_KEY] = {"step": int(trainer.fit_loop.epoch_loop._batches_that_stepped),
+                                                "metrics": metrics}
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -153,13 +188,22 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, checkpoint_dir: Path | None
     return instantiate(cfg.trainer, **kwargs)
 
 
-def read_csv_log(path: Path, *, before_step: int) -> list[dict[str, str]]:
-    """The rows of a CSV metrics log logged before `before_step` (the checkpoint a run resumes from)."""
+def read_csv_log(path: Path, *, before_step: int, pending: dict | None = None) -> list[dict[str, str]]:
+    """The rows of a CSV metrics log logged before `before_step` (the checkpoint a run resumes from).
+
+    `pending` is the row the checkpoint stored for its own step (`ResumeStateCallback.LOG_ROW_KEY`);
+    it is added when the killed run did not get to write it.
+    """
     path = Path(path)
-    if not path.is_file():
-        return []
-    with path.open(newline="") as f:
-        return [r for r in csv.DictReader(f) if r.get("step", "") == "" or int(float(r["step"])) < before_step]
+    rows = []
+    if path.is_file():
+        with path.open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("step", "") == "" or int(float(r["step"])) < before_step]
+    if pending:
+        step = str(pending["step"])
+        if not any(r.get("step") == step and any(r.get(k) for k in pending["metrics"]) for r in rows):
+            rows.append({**{k: str(v) for k, v in pending["metrics"].items()}, "step": step})
+    return rows
 
 
 def prepend_csv_log(path: Path, rows: list[dict[str, str]]) -> None:

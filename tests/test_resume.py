@@ -59,6 +59,16 @@ def test_killed_run_resumes_exactly(tmp_path):
     step = _kill_after_first_checkpoint(killed)
     assert 0 < step < 24 and step % 5 != 0  # mid-epoch
     assert not (killed / "metrics.json").exists()  # it really died before the end
+    # The worst moment for the kill: right after the checkpoint is written, before Lightning logs the
+    # checkpoint's own step (it does so after the checkpoint callbacks). Make that the case every time.
+    log = killed / "logs" / "metrics.csv"
+    with log.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    kept = [r for r in rows if r["step"] == "" or int(r["step"]) < step - 1]
+    with log.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
 
     # only trainer.max_steps may change; anything else is the user's mistake, not a silent new run
     user_error(run_cli("train", f"resume={killed}", "model.n_embd=64"), "only trainer.max_steps")
