@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -269,8 +270,17 @@ def run_verb(verb: str, cfg: DictConfig, run_dir: Path):
 
 
 def finetune(cfg: DictConfig, run_dir: Path):
-    """Fine-tune `init=` in `finetune.mode` and the same architecture from scratch, same steps and settings."""
-    from neurofound.tasks.finetune import FinetuneTask, configure_mode, count_trainable, pooled_features
+    """Fine-tune `init=` in `finetune.mode` and the same architecture from scratch, same steps and settings.
+
+    The protocol (`finetune.protocol`): for every fold of the data (`folds` > 1 needs a datamodule
+    with `set_fold`, e.g. subject-wise folds) and every seed, each learning rate of `lrs` is fitted
+    and the one with the best validation score is scored on the test split; the from-scratch
+    baseline gets the same search. Figures are means over folds and seeds, `_sd` their standard
+    deviation. A recipe's baselines (`spec.baselines(data)`) are scored on the same folds. With one
+    fold, one seed and one rate this is a single fit of each, scored on the data's own test split.
+    The model saved in `model/` is the fine-tuned one of the first fold and seed.
+    """
+    from neurofound.tasks.finetune import MODES
 
     runtime.prepare(cfg)
     recipe = _recipe(cfg)
@@ -279,8 +289,6 @@ def finetune(cfg: DictConfig, run_dir: Path):
         raise UnsupportedError(f"the {recipe.family} family has no fine-tuning (it adapts in context); use "
                                f"neurofound eval")
     mode = str(cfg.finetune.mode)
-    from neurofound.tasks.finetune import MODES
-
     if mode not in MODES:
         raise ConfigError(f"finetune.mode={mode!r} is not one of {', '.join(MODES)}")
     if mode not in spec.modes:
@@ -294,65 +302,139 @@ def finetune(cfg: DictConfig, run_dir: Path):
     _write_config(run, cfg)
     data = recipe.data(cfg, pretrained.tokenizer, purpose="finetune")
     recipe.check(pretrained, data)
-    model = spec.prepare(pretrained, data)
-    torch.manual_seed(int(cfg.seed))
-    scratch = spec.scratch(model)
-    runtime.apply_runtime(model, cfg)
-    runtime.apply_runtime(scratch, cfg)
-    ft = cfg.finetune
-    steps = 1 if _fast(cfg) else int(ft.steps)
+    folds, seeds, lrs = _protocol(cfg, data)
+    steps = 1 if _fast(cfg) else int(cfg.finetune.steps)
     metrics: dict[str, Any] = {"finetune/steps": steps}
+    scores: dict[str, list[float]] = {}
+    chosen: list[float] = []
+    saved = None
+    figures_of: tuple | None = None
+    for fold in folds:
+        if fold is not None:
+            data.datamodule.set_fold(fold)
+            log.info("fold %d/%d: %s", fold + 1, len(folds), getattr(data.datamodule, "describe", lambda: "")())
+        if hasattr(spec, "baselines"):
+            for name, value in spec.baselines(data).items():
+                scores.setdefault(name, []).append(float(value))
+        for seed in seeds:
+            model, y_true, y_pred, lr, info = _fit_selected(cfg, run, spec, data, pretrained, mode, seed, lrs, steps,
+                                                            checkpoints=saved is None)
+            chosen.append(lr)
+            for name, value in spec.score(y_true, y_pred).items():
+                scores.setdefault(name, []).append(float(value))
+            _, ys_true, ys_pred, _, _ = _fit_selected(cfg, run, spec, data, model, "full", seed, lrs, steps,
+                                                      checkpoints=False, scratch=True)
+            for name, value in spec.score(ys_true, ys_pred).items():
+                scores.setdefault(f"{name}_scratch", []).append(float(value))
+            if saved is None:
+                saved, figures_of = model, (y_true, y_pred)
+                metrics.update(info)
+    for name, values in scores.items():
+        metrics[f"test/{name}"] = float(np.mean(values))
+        if len(values) > 1:
+            metrics[f"test/{name}_sd"] = float(np.std(values))
+    if len(chosen) > 1:
+        metrics["finetune/runs"] = len(chosen)
+        metrics["finetune/folds"] = len(folds)
+        metrics["finetune/seeds"] = len(seeds)
+    if len(lrs) > 1:
+        metrics["finetune/lr_selected_median"] = float(np.median(chosen))
+    log.info("fine-tuned (%s) vs from scratch: %s", mode,
+             {k: round(float(v), 4) for k, v in metrics.items() if k.startswith("test/")})
 
-    def fit(m, mode_, *, checkpoints: bool):
-        task = FinetuneTask(m, spec, mode_, lr=float(ft.lr), weight_decay=float(ft.get("weight_decay", 0.0)),
-                            warmup_steps=int(ft.warmup_steps), max_steps=steps)
-        trainer = runtime.build_trainer(cfg, run.root, checkpoints=checkpoints, max_steps=steps,
-                                        val_check_interval=max(1, min(steps, int(cfg.trainer.val_check_interval))))
-        trainer.fit(task, datamodule=data.datamodule)
+    if folds[0] is not None:
+        data.datamodule.set_fold(folds[0])  # the figures and the saved model are those of the first fold
+    figures = spec.figures(*figures_of, run.report, data) if hasattr(spec, "figures") else {}
+    saved.eval()
+    _record(saved, recipe, cfg, data)
+    result = EvalResult(metrics={}, figures=figures, notes=_finetune_notes(metrics, mode))
+    context = {"command": f"neurofound finetune experiment={cfg.name} init={cfg.init} finetune.mode={mode}",
+               "recipe": recipe.family, "model": type(saved).__name__, "data": data.description,
+               "protocol": f"{len(folds)} fold(s) x {len(seeds)} seed(s), learning rates {lrs}"
+                           + (" chosen on validation" if len(lrs) > 1 else "")}
+    _finish(cfg, run, {"model": saved}, metrics, result, context)
+    return metrics
 
-    # 1. the pretrained model, adapted by `mode`
-    if mode == "linear":
+
+def _protocol(cfg: DictConfig, data: DataBundle) -> tuple[list, list[int], list[float]]:
+    """Folds (None: the data's own split), seeds and learning rates of `finetune.protocol`."""
+    proto = OmegaConf.select(cfg, "finetune.protocol", default=None) or {}
+    n_folds = int(proto.get("folds", 1) or 1)
+    if n_folds > 1 and not hasattr(data.datamodule, "set_fold"):
+        raise ConfigError(f"finetune.protocol.folds={n_folds} needs data split into folds, which this data does not "
+                          f"offer; set finetune.protocol.folds=1")
+    dm_folds = getattr(data.datamodule, "n_folds", None)
+    if n_folds > 1 and dm_folds is not None and dm_folds != n_folds:
+        raise ConfigError(f"finetune.protocol.folds={n_folds} but the data is split into {dm_folds} folds")
+    folds: list = list(range(n_folds)) if n_folds > 1 else [None]
+    seeds = [int(s) for s in (proto.get("seeds") or [cfg.seed])]
+    lrs = [float(v) for v in (proto.get("lrs") or [cfg.finetune.lr])]
+    if _fast(cfg):  # a smoke run touches every path once
+        folds, seeds, lrs = folds[:1], seeds[:1], lrs[:1]
+    return folds, seeds, lrs
+
+
+def _fit_selected(cfg: DictConfig, run: RunFolder, spec, data: DataBundle, source, mode: str, seed: int,
+                  lrs: list[float], steps: int, *, checkpoints: bool, scratch: bool = False):
+    """Fit `mode` at each learning rate of `lrs` (one seed), keep the best on validation, score it on test.
+
+    `source` is the pretrained model (or, with `scratch`, a prepared model whose architecture is
+    re-initialised). Returns (model, y_true, y_pred on test, chosen lr, info metrics).
+    """
+    from neurofound.tasks.finetune import FinetuneTask, configure_mode, count_trainable, pooled_features
+
+    ft = cfg.finetune
+    info: dict[str, Any] = {}
+    if mode == "linear":  # closed form: the probe picks its own strength by cross-validation on train
+        torch.manual_seed(seed)
+        model = spec.prepare(source, data)
+        runtime.apply_runtime(model, cfg)
         configure_mode(model, spec, "frozen")  # validates the mode's availability and freezes the trunk
         from neurofound.eval.probes import logistic_probe, ridge_probe
 
         tr_x, tr_y = pooled_features(model, spec, spec.loader(data, "train"))
         te_x, te_y = pooled_features(model, spec, spec.loader(data, "test"))
         probe = (logistic_probe if spec.objective == "classification" else ridge_probe)(tr_x, tr_y, te_x)
-        y_true, y_pred = te_y, probe["pred"]
-        metrics.update({f"finetune/probe_{k}": v for k, v in probe.items() if k in ("alpha", "C")})
-    else:
+        info.update({f"finetune/probe_{k}": v for k, v in probe.items() if k in ("alpha", "C")})
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model, te_y, probe["pred"], float("nan"), info
+    best = None
+    for lr in lrs:
+        torch.manual_seed(seed)
+        if scratch:
+            model = spec.scratch(source)
+        else:
+            model = spec.prepare(source, data)
+        runtime.apply_runtime(model, cfg)
         wrapped = configure_mode(model, spec, mode, lora_rank=int(ft.lora.rank), lora_alpha=float(ft.lora.alpha),
-                                 lora_dropout=float(ft.lora.dropout), lora_targets=list(ft.lora.targets or []) or None)
+                                 lora_dropout=float(ft.lora.dropout),
+                                 lora_targets=list(ft.lora.targets or []) or None)
         trainable, total = count_trainable(model)
-        metrics.update({"finetune/trainable_params": trainable, "finetune/trainable_fraction": trainable / total})
-        if wrapped:
-            metrics["finetune/lora_layers"] = len(wrapped)
-        fit(model, mode, checkpoints=True)
-        y_true, y_pred = spec.predict(model, spec.loader(data, "test"))
-        if wrapped:
-            from neurofound.nn.lora import merge_lora
+        task = FinetuneTask(model, spec, mode, lr=lr, weight_decay=float(ft.get("weight_decay", 0.0)),
+                            warmup_steps=int(ft.warmup_steps), max_steps=steps,
+                            backbone_lr_scale=float(ft.get("backbone_lr_scale", 1.0)))
+        trainer = runtime.build_trainer(cfg, run.root, checkpoints=checkpoints and best is None, max_steps=steps,
+                                        val_check_interval=max(1, min(steps, int(cfg.trainer.val_check_interval))))
+        trainer.fit(task, datamodule=data.datamodule)
+        val_score = None
+        if len(lrs) > 1:
+            yv, pv = spec.predict(model, spec.loader(data, "val"))
+            val_score = float(next(iter(spec.score(yv, pv).values())))
+        if best is None or (val_score is not None and val_score > best[0]):
+            best = (val_score, lr, model, wrapped, trainable, total)
+    _, lr, model, wrapped, trainable, total = best
+    info.update({"finetune/trainable_params": trainable, "finetune/trainable_fraction": trainable / total})
+    if wrapped:
+        info["finetune/lora_layers"] = len(wrapped)
+    y_true, y_pred = spec.predict(model, spec.loader(data, "test"))
+    if wrapped:
+        from neurofound.nn.lora import merge_lora
 
-            merge_lora(model)  # the saved model is the plain architecture
+        merge_lora(model)  # the saved model is the plain architecture
     for p in model.parameters():
         p.requires_grad_(True)
-    metrics.update({f"test/{k}": v for k, v in spec.score(y_true, y_pred).items()})
-
-    # 2. the same architecture from scratch, same data, steps and optimiser settings
-    configure_mode(scratch, spec, "full")
-    fit(scratch, "full", checkpoints=False)
-    ys_true, ys_pred = spec.predict(scratch, spec.loader(data, "test"))
-    metrics.update({f"test/{k}_scratch": v for k, v in spec.score(ys_true, ys_pred).items()})
-    log.info("fine-tuned (%s) vs from scratch: %s", mode,
-             {k: round(float(v), 4) for k, v in metrics.items() if k.startswith("test/")})
-
-    figures = spec.figures(y_true, y_pred, run.report, data) if hasattr(spec, "figures") else {}
-    model.eval()
-    _record(model, recipe, cfg, data)
-    result = EvalResult(metrics={}, figures=figures, notes=_finetune_notes(metrics, mode))
-    context = {"command": f"neurofound finetune experiment={cfg.name} init={cfg.init} finetune.mode={mode}",
-               "recipe": recipe.family, "model": type(model).__name__, "data": data.description}
-    _finish(cfg, run, {"model": model}, metrics, result, context)
-    return metrics
+    return model, y_true, y_pred, lr, info
 
 
 def _finetune_notes(metrics: dict[str, Any], mode: str) -> list[str]:

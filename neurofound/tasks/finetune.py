@@ -116,10 +116,12 @@ class FinetuneTask(NeurofoundTask):
         spec: the family's FinetuneSpec.
         mode: "frozen", "lora" or "full" (`linear` has no gradient steps).
         lr, weight_decay, warmup_steps, max_steps: AdamW with warm-up and cosine decay.
+        backbone_lr_scale: the learning rate of everything but the heads (`spec.heads`) as a fraction
+            of `lr` (BrainOmni: 0.1, the head learning at 10x the backbone, spec §5.1).
     """
 
     def __init__(self, model: nn.Module, spec: FinetuneSpec, mode: str, lr: float = 1e-3, weight_decay: float = 0.0,
-                 warmup_steps: int = 0, max_steps: int = 100):
+                 warmup_steps: int = 0, max_steps: int = 100, backbone_lr_scale: float = 1.0):
         super().__init__()
         if mode not in ("frozen", "lora", "full"):
             raise ConfigError(f"FinetuneTask trains modes frozen, lora and full, not {mode!r}")
@@ -139,7 +141,12 @@ class FinetuneTask(NeurofoundTask):
 
     def configure_optimizers(self):
         hp = self.hparams
-        return build_optimizer(self.model, hp.lr, hp.weight_decay, (0.9, 0.95), hp.warmup_steps, hp.max_steps)
+        scales = None
+        if hp.backbone_lr_scale != 1.0:
+            heads = {id(p) for p in self.spec.heads(self.model)}
+            scales = {"": hp.backbone_lr_scale, **{n: 1.0 for n, p in self.model.named_parameters() if id(p) in heads}}
+        return build_optimizer(self.model, hp.lr, hp.weight_decay, (0.9, 0.95), hp.warmup_steps, hp.max_steps,
+                               lr_scales=scales)
 
 
 def _batch_size(batch: Any) -> int:

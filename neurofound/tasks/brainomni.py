@@ -1,0 +1,126 @@
+"""BrainOmni's two pretraining objectives as LightningModules (the models compute their own losses).
+
+* `BrainTokenizerTask` (stage 1): masked-channel reconstruction through the residual VQ
+  (`BrainTokenizerModel.forward`: 25 % of channels hidden, noise on the rest, all decoded).
+  Optimiser of the reference (spec §2.6, paper Table 9): AdamW betas (0.5, 0.9), eps 1e-5, lr
+  2e-4, weight decay 1e-2, 10 % warm-up then cosine to 0.05x. Validation reports the same loss
+  with a fixed random draw per batch, so `val/loss` (the checkpoint monitor, the reference's
+  "judge" loss) compares across validations.
+* `MaskedTokenTask` (stage 2): masked prediction of all RVQ levels (`BrainOmni.forward`).
+  AdamW betas (0.9, 0.95), eps 1e-6, weight decay 0.05 except on norms, the mask token, the input
+  projection and the prediction head, 10 % warm-up then cosine to 0.1x (spec §4).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from neurofound.tasks.base import NeurofoundTask
+from neurofound.tasks.optim import build_optimizer
+
+
+def sensors_of(batch: dict):
+    """The `SensorLayout` of a collated batch (`neurofound.data.sensor_datamodule.collate_sensors`)."""
+    from neurofound.tokenizers.braintokenizer import SensorLayout
+
+    return SensorLayout(positions=batch["positions"], types=batch["types"], mask=batch["mask"])
+
+
+class _Pretrain(NeurofoundTask):
+    def __init__(self, model: nn.Module, *, lr: float, weight_decay: float, betas: Sequence[float], eps: float,
+                 warmup_frac: float, final_ratio: float, max_steps: int, no_decay: tuple[str, ...] = ()):
+        super().__init__()
+        self.model = model
+        self.opt = dict(lr=float(lr), weight_decay=float(weight_decay), betas=tuple(float(b) for b in betas),
+                        eps=float(eps), warmup_frac=float(warmup_frac), final_ratio=float(final_ratio),
+                        max_steps=int(max_steps), no_decay=tuple(no_decay))
+        self.save_hyperparameters(ignore=["model"])
+
+    def configure_optimizers(self):
+        o = self.opt
+        warmup = int(round(o["warmup_frac"] * o["max_steps"]))
+        return build_optimizer(self.model, o["lr"], o["weight_decay"], o["betas"], warmup, o["max_steps"],
+                               eps=o["eps"], final_ratio=o["final_ratio"], no_decay=o["no_decay"])
+
+    def _log_all(self, split: str, values: dict[str, torch.Tensor], batch_size: int) -> None:
+        for name, v in values.items():
+            self.log(f"{split}/{name}", v.detach(), batch_size=batch_size, prog_bar=name == "loss",
+                     sync_dist=split != "train")
+
+
+class BrainTokenizerTask(_Pretrain):
+    """Stage 1: the tokenizer's masked-channel reconstruction objective.
+
+    Args:
+        model: a `BrainTokenizerModel`.
+        lr, weight_decay, betas, eps, warmup_frac, final_ratio, max_steps: the optimiser (defaults:
+            the reference's).
+    """
+
+    def __init__(self, model: nn.Module, lr: float = 2e-4, weight_decay: float = 1e-2,
+                 betas: Sequence[float] = (0.5, 0.9), eps: float = 1e-5, warmup_frac: float = 0.1,
+                 final_ratio: float = 0.05, max_steps: int = 1000):
+        super().__init__(model, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps, warmup_frac=warmup_frac,
+                         final_ratio=final_ratio, max_steps=max_steps)
+
+    def _step(self, batch: dict):
+        out = self.model(batch["x"], sensors_of(batch))
+        return {"loss": out.losses["total"], **{k: v for k, v in out.losses.items() if k != "total"}}
+
+    def training_step(self, batch, batch_idx):
+        values = self._step(batch)
+        self._log_all("train", values, batch["x"].shape[0])
+        return values["loss"]
+
+    def validation_step(self, batch, batch_idx):
+        # the same draw for a batch at every validation: the judge loss compares across steps
+        state = torch.get_rng_state()
+        torch.manual_seed(10_000 + batch_idx)
+        try:
+            values = self._step(batch)
+        finally:
+            torch.set_rng_state(state)
+        self._log_all("val", values, batch["x"].shape[0])
+
+
+class MaskedTokenTask(_Pretrain):
+    """Stage 2: masked prediction of every RVQ level of the frozen tokenizer's codes.
+
+    Args:
+        model: a `BrainOmni` (its tokenizer frozen).
+        lr, weight_decay, betas, eps, warmup_frac, final_ratio, max_steps: the optimiser (defaults:
+            the reference's for BrainOmni_tiny).
+    """
+
+    def __init__(self, model: nn.Module, lr: float = 5e-4, weight_decay: float = 0.05,
+                 betas: Sequence[float] = (0.9, 0.95), eps: float = 1e-6, warmup_frac: float = 0.1,
+                 final_ratio: float = 0.1, max_steps: int = 1000):
+        super().__init__(model, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps, warmup_frac=warmup_frac,
+                         final_ratio=final_ratio, max_steps=max_steps,
+                         no_decay=("mask_token", "projection", "predict_head", "head"))
+
+    def _step(self, batch: dict):
+        out = self.model(batch["x"], sensors_of(batch))
+        values = {"loss": out.loss, "masked_loss": out.loss}
+        values.update({f"masked_acc_level{q + 1}": a for q, a in enumerate(out.acc_per_level)})
+        return values
+
+    def training_step(self, batch, batch_idx):
+        values = self._step(batch)
+        self._log_all("train", values, batch["x"].shape[0])
+        return values["loss"]
+
+    def validation_step(self, batch, batch_idx):
+        state = torch.get_rng_state()
+        torch.manual_seed(20_000 + batch_idx)
+        try:
+            values = self._step(batch)
+        finally:
+            torch.set_rng_state(state)
+        self._log_all("val", values, batch["x"].shape[0])
+
+
+__all__ = ["BrainTokenizerTask", "MaskedTokenTask", "sensors_of"]
