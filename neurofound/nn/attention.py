@@ -207,8 +207,31 @@ def resolve_backend(
     return name
 
 
+class AttentionLayer(nn.Module):
+    """Base of every layer that calls :func:`attention`: it carries the (validated) backend name.
+
+    Subclass it for an attention layer whose projections differ from
+    :class:`~neurofound.nn.multihead.MultiHeadAttention` (a fused ``qkv``, queries without a
+    projection, rotary codes applied before the call) and pass ``backend=self.backend`` to
+    :func:`attention`; :func:`set_backend` (the runtime setting ``attention.backend``) then reaches it.
+    """
+
+    def __init__(self, backend: str = "auto"):
+        super().__init__()
+        self.backend = backend
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, name: str) -> None:
+        check_backend_name(name)
+        self._backend = name
+
+
 def set_backend(module: nn.Module, name: str) -> int:
-    """Set the attention backend of every :class:`~neurofound.nn.multihead.MultiHeadAttention`
+    """Set the attention backend of every :class:`AttentionLayer` (``MultiHeadAttention`` included)
     inside ``module``.
 
     Args:
@@ -218,13 +241,10 @@ def set_backend(module: nn.Module, name: str) -> int:
     Returns:
         The number of attention layers changed.
     """
-    # Imported here because neurofound.nn.multihead imports this module.
-    from neurofound.nn.multihead import MultiHeadAttention
-
     check_backend_name(name)
     count = 0
     for sub in module.modules():
-        if isinstance(sub, MultiHeadAttention):
+        if isinstance(sub, AttentionLayer):
             sub.backend = name
             count += 1
     return count

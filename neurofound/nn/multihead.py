@@ -14,13 +14,13 @@ from einops import rearrange
 from torch import nn
 
 from neurofound.errors import ConfigError, DataError
-from neurofound.nn.attention import attention, check_backend_name
+from neurofound.nn.attention import AttentionLayer, attention
 from neurofound.nn.kv_cache import KVCache
 
 __all__ = ["MultiHeadAttention"]
 
 
-class MultiHeadAttention(nn.Module):
+class MultiHeadAttention(AttentionLayer):
     """Multi-head attention with separate query/key/value projections and an output projection.
 
     Args:
@@ -55,15 +55,6 @@ class MultiHeadAttention(nn.Module):
         self.attn_dropout = attn_dropout
         self.resid_drop = nn.Dropout(resid_dropout)
         self.backend = backend
-
-    @property
-    def backend(self) -> str:
-        return self._backend
-
-    @backend.setter
-    def backend(self, name: str) -> None:
-        check_backend_name(name)
-        self._backend = name
 
     def extra_repr(self) -> str:
         return f"n_embd={self.n_embd}, n_head={self.n_head}, backend={self.backend!r}"
