@@ -181,8 +181,9 @@ class DeviceBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(self, dataset: SensorSegments, batch_size: int, *, by_device: bool = True, seed: int = 0,
-                 shuffle: bool = True, drop_last: bool = False):
+                 shuffle: bool = True, drop_last: bool = False, channel_budget: int | None = None):
         self.dataset, self.batch_size, self.by_device = dataset, int(batch_size), by_device
+        self.channel_budget = channel_budget
         self.shuffle, self.drop_last = shuffle, drop_last
         self.seed, self.epoch, self.position = int(seed), 0, 0
         self._batches: list[list[int]] | None = None
@@ -197,9 +198,13 @@ class DeviceBatchSampler(Sampler[list[int]]):
             idx = np.asarray(groups[key])
             if self.shuffle:
                 idx = idx[g.permutation(len(idx))]
-            for s in range(0, len(idx), self.batch_size):
-                chunk = idx[s:s + self.batch_size].tolist()
-                if len(chunk) == self.batch_size or not self.drop_last:
+            size = self.batch_size
+            if self.channel_budget and self.by_device:  # fewer segments of a device with many channels
+                n_ch = self.dataset.recordings[self.dataset.items[int(idx[0])].recording].n_channels
+                size = max(1, min(size, int(self.channel_budget) // n_ch))
+            for s in range(0, len(idx), size):
+                chunk = idx[s:s + size].tolist()
+                if len(chunk) == size or not self.drop_last:
                     batches.append(chunk)
         if self.shuffle:
             batches = [batches[j] for j in g.permutation(len(batches))]
@@ -260,6 +265,8 @@ class SensorDataModule(L.LightningDataModule):
         batch_size: segments per batch.
         normalization, eps_rel, reference_compat: per-segment normalisation (`normalize_segment`).
         batching: "device" (one device per batch) or "mixed" (padded channels, masks).
+        channel_budget: with `batching="device"`, at most this many channels x segments per training
+            batch (a 306-channel MEG batch then holds fewer segments than a 19-channel EEG one; None: off).
         sampling_rate: the rate every recording must have (the tokenizer's, 256 Hz).
         window: the tokenizer's window in samples (the contract's `window`).
         max_segments: at most this many segments per split (evenly spaced; None: all).
@@ -269,8 +276,8 @@ class SensorDataModule(L.LightningDataModule):
 
     def __init__(self, corpus: SensorCorpus, *, segment_seconds: float = 10.0, batch_size: int = 8,
                  normalization: str = "sensortype", eps_rel: float = 1e-6, reference_compat: bool = False,
-                 batching: str = "device", sampling_rate: float = 256.0, window: int = 512,
-                 max_segments: int | None = None, seed: int = 0, num_workers: int = 0):
+                 batching: str = "device", channel_budget: int | None = None, sampling_rate: float = 256.0,
+                 window: int = 512, max_segments: int | None = None, seed: int = 0, num_workers: int = 0):
         super().__init__()
         if normalization not in NORMALIZATIONS:
             raise ConfigError(f"normalization={normalization!r} is not one of {NORMALIZATIONS}")
@@ -285,6 +292,7 @@ class SensorDataModule(L.LightningDataModule):
             raise ConfigError(f"segment_seconds={segment_seconds} is shorter than one tokenizer window "
                               f"({self.window} samples at {self.sampling_rate:g} Hz)")
         self.batch_size, self.batching, self.seed, self.num_workers = int(batch_size), batching, int(seed), num_workers
+        self.channel_budget = None if channel_budget is None else int(channel_budget)
         self.norm = dict(normalization=normalization, eps_rel=float(eps_rel), reference_compat=bool(reference_compat))
         self.max_segments = max_segments
         _check_rates(list(corpus), self.sampling_rate)
@@ -326,7 +334,8 @@ class SensorDataModule(L.LightningDataModule):
             return DataLoader(ds, batch_size=self.batch_size, collate_fn=collate_sensors, num_workers=self.num_workers)
         from torchdata.stateful_dataloader import StatefulDataLoader
 
-        sampler = DeviceBatchSampler(ds, self.batch_size, by_device=self.batching == "device", seed=self.seed)
+        sampler = DeviceBatchSampler(ds, self.batch_size, by_device=self.batching == "device", seed=self.seed,
+                                     channel_budget=self.channel_budget)
         return StatefulDataLoader(ds, batch_sampler=sampler, collate_fn=collate_sensors, num_workers=self.num_workers,
                                   generator=torch.Generator().manual_seed(self.seed + 1))
 
@@ -463,5 +472,83 @@ class TrialDataModule(L.LightningDataModule):
                 f"{self.fold + 1}/{self.n_folds}: trials train/val/test = {counts['train']}/{counts['val']}/{counts['test']}")
 
 
+# ------------------------------------------------------------------------------------------------
+# a user's recordings
+# ------------------------------------------------------------------------------------------------
+SPLIT_MODES = ("auto", "test", "by_file", "by_time")
+
+
+def slice_recording(rec: SensorRecording, start: int, stop: int, split: str) -> SensorRecording:
+    """Samples `[start, stop)` of a recording as a recording of its own (events re-based, those outside dropped)."""
+    events = None
+    if rec.events is not None:
+        inside = (rec.events[:, 0] >= start) & (rec.events[:, 0] < stop)
+        events = rec.events[inside].copy()
+        events[:, 0] -= start
+    meta = {**rec.meta, "slice": [int(start), int(stop)]}
+    return SensorRecording(rec.data[:, start:stop], rec.sfreq, rec.ch_names, rec.sensor_types, rec.positions,
+                           device=rec.device, subject=rec.subject, split=split, events=events, event_id=rec.event_id,
+                           meta=meta)
+
+
+def assign_splits(recordings: Sequence[SensorRecording], mode: str, *, val_frac: float = 0.1,
+                  test_frac: float = 0.2, seed: int = 0) -> list[SensorRecording]:
+    """Tag a user's recordings with splits.
+
+    * "test": everything is test data (what `neurofound eval` scores);
+    * "by_file": whole recordings go to train / val / test (at least one each; needs 3 files);
+    * "by_time": each recording is cut into contiguous blocks: train, then val, then test at its end;
+    * "auto": "by_file" with 3 or more recordings, else "by_time".
+    """
+    if mode not in SPLIT_MODES:
+        raise ConfigError(f"data.split={mode!r} is not one of {SPLIT_MODES}")
+    recs = list(recordings)
+    if mode == "auto":
+        mode = "by_file" if len(recs) >= 3 else "by_time"
+    if mode == "test":
+        return [slice_recording(r, 0, r.n_samples, "test") for r in recs]
+    if mode == "by_file":
+        if len(recs) < 3:
+            raise ConfigError(f"data.split=by_file needs at least 3 recordings (train, val, test), got {len(recs)}; "
+                              f"use data.split=by_time")
+        order = np.random.default_rng(seed).permutation(len(recs))
+        n_test = max(1, int(round(test_frac * len(recs))))
+        n_val = max(1, int(round(val_frac * len(recs))))
+        role = {int(i): "test" for i in order[:n_test]}
+        role.update({int(i): "val" for i in order[n_test:n_test + n_val]})
+        return [slice_recording(r, 0, r.n_samples, role.get(i, "train")) for i, r in enumerate(recs)]
+    out = []
+    for r in recs:
+        a = int(round((1.0 - val_frac - test_frac) * r.n_samples))
+        b = int(round((1.0 - test_frac) * r.n_samples))
+        out += [slice_recording(r, 0, a, "train"), slice_recording(r, a, b, "val"), slice_recording(r, b, r.n_samples,
+                                                                                                    "test")]
+    return out
+
+
+def read_corpus(path: str | Sequence[str], *, montage: str | None = None, preprocessing: dict | None = None,
+                split: str = "auto", val_frac: float = 0.1, test_frac: float = 0.2, seed: int = 0,
+                purpose: str = "train") -> SensorCorpus:
+    """A user's EEG/MEG files (a file, a folder, a BIDS root, or a list of them) as a preprocessed `SensorCorpus`.
+
+    Every file goes through `neurofound.data.mne_io` (reader, sensor geometry, the reference
+    preprocessing). Splits follow `split` (`assign_splits`); "auto" scores everything when the verb
+    is `eval` (`purpose`), and splits by file or by time for training.
+    """
+    from neurofound.data.mne_io import PreprocessConfig, find_recordings, read_recordings
+
+    paths = [path] if isinstance(path, (str, bytes)) or not isinstance(path, Sequence) else list(path)
+    if not paths:
+        raise ConfigError("data.path is empty: give a file, a folder or a BIDS root (or a list of them)")
+    found = [f for p in paths for f in find_recordings(p)]
+    recs = read_recordings(found, PreprocessConfig(**(preprocessing or {})), montage=montage, split="test")
+    mode = "test" if split == "auto" and purpose not in ("train", "finetune") else split
+    recs = assign_splits(recs, mode, val_frac=val_frac, test_frac=test_frac, seed=seed)
+    names = sorted({str(r.meta.get("source", r.subject)) for r in recs})
+    return SensorCorpus(recs, meta={"description": f"{len(found)} recording(s): {', '.join(names[:3])}"
+                                                   f"{', ...' if len(names) > 3 else ''}", "source": "user files"})
+
+
 __all__ = ["BATCHING", "NORMALIZATIONS", "DeviceBatchSampler", "SensorDataModule", "SensorSegments", "TrialDataModule",
-           "collate_sensors", "normalization_step", "normalize_segment"]
+           "assign_splits", "collate_sensors", "normalization_step", "normalize_segment", "read_corpus",
+           "slice_recording"]
