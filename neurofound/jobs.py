@@ -414,8 +414,11 @@ def _fit_selected(cfg: DictConfig, run: RunFolder, spec, data: DataBundle, sourc
         task = FinetuneTask(model, spec, mode, lr=lr, weight_decay=float(ft.get("weight_decay", 0.0)),
                             warmup_steps=int(ft.warmup_steps), max_steps=steps,
                             backbone_lr_scale=float(ft.get("backbone_lr_scale", 1.0)))
-        trainer = runtime.build_trainer(cfg, run.root, checkpoints=checkpoints and best is None, max_steps=steps,
-                                        val_check_interval=max(1, min(steps, int(cfg.trainer.val_check_interval))))
+        first = checkpoints and best is None  # the fit whose checkpoints and log the run folder keeps
+        extra = {} if first else {"logger": False}
+        trainer = runtime.build_trainer(cfg, run.root, checkpoints=first, max_steps=steps,
+                                        val_check_interval=max(1, min(steps, int(cfg.trainer.val_check_interval))),
+                                        **extra)
         trainer.fit(task, datamodule=data.datamodule)
         val_score = None
         if len(lrs) > 1:

@@ -164,10 +164,14 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, checkpoint_dir: Path | None
         run_dir: the run folder (Lightning's default_root_dir).
         checkpoint_dir: where this stage's ModelCheckpoint callbacks write (default `<run>/checkpoints`).
         checkpoints: False for throw-away fits (e.g. a from-scratch baseline): no checkpoint callbacks.
-        overrides: Trainer keyword arguments that win over the config (e.g. a stage's max_steps).
+        overrides: Trainer keyword arguments that win over the config (e.g. a stage's max_steps;
+            `logger=False` for a throw-away fit that writes no log).
     """
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    logger = overrides.pop("logger") if "logger" in overrides else instantiate(cfg.logger) if cfg.get("logger") \
+        else False
     skip = set() if checkpoints else {"checkpoint", "periodic"}
+    if logger is False:
+        skip.add("lr_monitor")  # Lightning's LearningRateMonitor refuses a trainer without a logger
     if not cfg.trainer.get("enable_progress_bar", True):
         skip.add("progress")  # Lightning refuses a progress-bar callback when the bar is off
     callbacks: list[L.Callback] = []

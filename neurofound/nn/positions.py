@@ -1,8 +1,10 @@
-"""Fixed (not learnt) sinusoidal codes of times and grid positions.
+"""Fixed (not learnt) position codes: sinusoids of times and grid positions, and rotary embeddings.
 
 ``sinusoid`` encodes real values such as time offsets; ``grid_sinusoid`` encodes points of an
 N-D grid (frame patches, channel layouts) given as coordinates, which ``grid_positions`` lists
-for a whole grid.
+for a whole grid. ``rope_frequencies`` and ``apply_rope`` are the rotary position embedding
+(RoPE) of Su et al. (2021), which rotates queries and keys so that their dot product depends on
+the positions only through their difference.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from typing import Optional, Sequence
 
 import torch
 
-__all__ = ["sinusoid", "grid_sinusoid", "grid_positions"]
+from neurofound.errors import ConfigError, DataError
+
+__all__ = ["sinusoid", "grid_sinusoid", "grid_positions", "rope_frequencies", "apply_rope"]
 
 
 def sinusoid(values: torch.Tensor, dim: int) -> torch.Tensor:
@@ -82,3 +86,58 @@ def grid_positions(
     axes = [torch.arange(n, device=device, dtype=dtype) for n in shape]
     grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
     return grid.reshape(-1, len(shape))
+
+
+def rope_frequencies(dim: int, base: float = 10000.0, *, device: Optional[torch.device] = None) -> torch.Tensor:
+    """Rotary frequencies ``f_j = base^(-2j/dim)``, ``j = 0 .. dim/2 - 1`` (Su et al. 2021, RoFormer, eq. 15).
+
+    Computed as ``1 / base^(arange(0, dim, 2) / dim)`` in fp32, the formula of the BrainOmni and LLaMA
+    reference code, so that the values equal their stored ``freqs`` buffers bitwise.
+
+    Args:
+        dim: rotated features (even): one frequency per pair of features.
+        base: wavelength scale; 10000 in RoFormer.
+        device: device of the result.
+
+    Returns:
+        ``(dim / 2,)`` float32, decreasing from 1.
+    """
+    if dim < 2 or dim % 2:
+        raise ConfigError(f"RoPE rotates pairs of features, so dim must be even and >= 2, got {dim}")
+    if not base > 1.0:
+        raise ConfigError(f"RoPE base must be > 1 (10000 in RoFormer), got {base}")
+    exponents = torch.arange(0, dim, 2, device=device)[: dim // 2].float() / dim
+    return 1.0 / (base**exponents)
+
+
+def apply_rope(x: torch.Tensor, positions: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved feature pairs of ``x`` by ``position * frequency`` (RoPE, Su et al. 2021).
+
+    Pair ``i`` = features ``(2i, 2i+1)`` is read as the complex number ``x_2i + i x_2i+1`` and
+    multiplied by ``exp(i t f_i)``, ``t`` being the token's position. Then ``<rope(q, s), rope(k, t)>``
+    depends on ``s`` and ``t`` only through ``s - t``. The rotation is computed in fp32 and the result
+    cast back to ``x``'s dtype.
+
+    ``freqs`` covers the whole last axis. For the usual per-head RoPE pass ``x`` with heads split,
+    ``(batch, heads, tokens, head_dim)`` and ``head_dim / 2`` frequencies; passing
+    ``(batch, tokens, heads * head_dim)`` with ``heads * head_dim / 2`` frequencies instead gives
+    each head its own contiguous slice of the frequencies (BrainOmni's temporal attention).
+
+    Args:
+        x: ``(..., tokens, dim)``.
+        positions: ``(tokens,)`` or broadcastable to ``(..., tokens)``; integer or float positions.
+        freqs: ``(dim / 2,)``, e.g. from :func:`rope_frequencies`.
+
+    Returns:
+        ``(..., tokens, dim)``, the dtype of ``x``.
+    """
+    dim = x.shape[-1]
+    if dim != 2 * freqs.shape[-1] or freqs.dim() != 1:
+        raise DataError(f"apply_rope: x has {dim} features but freqs has shape {tuple(freqs.shape)}; "
+                        f"pass dim / 2 = {dim // 2} frequencies (one per feature pair)")
+    angles = positions.to(device=x.device, dtype=torch.float32).unsqueeze(-1) * freqs.to(x.device, torch.float32)
+    cos, sin = angles.cos(), angles.sin()
+    pairs = x.float().unflatten(-1, (dim // 2, 2))
+    real, imag = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
+    return rotated.flatten(-2).to(x.dtype)

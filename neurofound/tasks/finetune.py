@@ -29,7 +29,12 @@ MODES = ("frozen", "linear", "full", "lora")
 
 
 class FinetuneSpec(Protocol):
-    """What a family tells the generic fine-tuning task (see docs/architecture.md, "Fine-tuning")."""
+    """What a family tells the generic fine-tuning task (see docs/architecture.md, "Fine-tuning").
+
+    Optional methods: `frozen_parts(model)` (modules frozen in every mode, `full` included, e.g. a
+    frozen tokenizer), `baselines(data)` (named scores of other decoders on the same split or fold,
+    reported as `test/<name>`), `figures(y_true, y_pred, report_dir, data)`.
+    """
 
     modes: tuple[str, ...]
     lora_targets: tuple[str, ...]
@@ -76,9 +81,12 @@ def configure_mode(model: nn.Module, spec: FinetuneSpec, mode: str, *, lora_rank
         raise UnsupportedError(f"finetune.mode={mode} is not available for this family; its modes: "
                                f"{', '.join(spec.modes)}")
     wrapped: list[str] = []
+    fixed = [p for m in (spec.frozen_parts(model) if hasattr(spec, "frozen_parts") else []) for p in m.parameters()]
     if mode == "full":
         for p in model.parameters():
             p.requires_grad_(True)
+        for p in fixed:  # parts the family never trains (e.g. a frozen tokenizer)
+            p.requires_grad_(False)
         return wrapped
     for p in model.parameters():
         p.requires_grad_(False)

@@ -118,7 +118,181 @@ def _check_neuroformer(folder: Path, tmp_path: Path) -> None:
         np.testing.assert_array_equal(series[idx].astype(np.float32), io[key].numpy().reshape(-1))
 
 
-CHECKS = {"neuroformer": _check_neuroformer}
+# ---------------------------------------------------------------------------------------------------------------
+# BrainOmni stage 1 (BrainTokenizer)
+# ---------------------------------------------------------------------------------------------------------------
+# README "Verification and tolerances": indices exact; floats atol/rtol 1e-4 (latents reach ~8); loss terms 1e-5,
+# except the phase terms and the totals (one or two branch-cut flips of `angle` move them by ~5e-4 each).
+BRAINTOKENIZER_FLOAT_TOL = 1e-4
+BRAINTOKENIZER_LOSS_TOL = 1e-5
+BRAINTOKENIZER_PHASE_TOL = 2e-3
+_PHASE_AND_TOTALS = ("out.phase_loss", "out.loss", "out.fwd_phase_loss", "out.fwd_loss")
+
+
+def _compare_brainomni_tokenizer(ours: dict, io: dict) -> dict[str, float]:
+    """Every fixture tensor of `ours` against the reference with the README's tolerance; returns the max |diff|."""
+    diffs, bad = {}, {}
+    for k, got in ours.items():
+        ref = io[k]
+        assert tuple(got.shape) == tuple(ref.shape), f"{k}: shape {tuple(got.shape)} vs reference {tuple(ref.shape)}"
+        if not ref.dtype.is_floating_point:
+            assert got.dtype == ref.dtype, f"{k}: dtype {got.dtype} vs reference {ref.dtype}"
+            n_diff = int((got != ref).sum())
+            diffs[k] = float(n_diff)
+            if n_diff:
+                bad[k] = f"{n_diff} indices differ"
+            continue
+        got, ref = got.detach().float(), ref.float()
+        diffs[k] = (got - ref).abs().max().item()
+        if ref.dim() == 0:
+            tol = BRAINTOKENIZER_PHASE_TOL if k in _PHASE_AND_TOTALS else BRAINTOKENIZER_LOSS_TOL
+            ok = abs(got.item() - ref.item()) <= tol
+        else:
+            ok = torch.allclose(got, ref, atol=BRAINTOKENIZER_FLOAT_TOL, rtol=BRAINTOKENIZER_FLOAT_TOL)
+        if not ok:
+            bad[k] = diffs[k]
+    assert not bad, f"above tolerance: {bad} (all max |diff|: {diffs})"
+    return diffs
+
+
+def _check_brainomni_tokenizer(folder: Path, tmp_path: Path) -> None:
+    """Convert, load with from_pretrained, compare the three reference paths (fixture README "Outputs").
+
+    A: the deterministic full path (`visualize` + the loss formulas), B: the training forward with the
+    fixture's draws injected, C: `tokenize` with the fixture's overlap. Every size comes from config.json.
+    """
+    from neurofound.models.brainomni_tokenizer import BrainTokenizerModel
+    from neurofound.models.convert import convert
+    from neurofound.tokenizers.braintokenizer import BrainTokenizer, SensorLayout
+
+    meta = json.loads((folder / "config.json").read_text())
+    kwargs = meta["constructor_kwargs"]
+    io = load_file(str(folder / "io.safetensors"))
+    out_dir = convert("brainomni_tokenizer", folder, tmp_path / "converted")
+    model = BrainTokenizerModel.from_pretrained(out_dir)
+    tok = BrainTokenizer.from_pretrained(out_dir)  # the model folder's tokenizer/, found by the tokenizer too
+    assert model.config.reference_compat and tok.reference_compat and not model.training
+    for key in ("n_filters", "n_dim", "n_neuro", "n_head", "codebook_size", "num_quantizers", "window_length",
+                "kernel_size", "last_kernel_size"):
+        if key in kwargs:
+            assert model.config.to_dict()[key] == kwargs[key], key
+    assert model.config.ratios == [int(r) for r in kwargs["ratios"]]
+    sensors = SensorLayout(io["in.pos"], io["in.sensor_type"])
+    x = io["in.x"]
+
+    with torch.no_grad():
+        a = model.tokenizer(x, sensors)  # A
+        b = model(x, sensors, perm=io["in.fwd_perm"], noise=io["in.fwd_noise"])  # B
+        overlap = float(meta.get("tokenize_overlap_ratio", 0.25))
+        features, indices, token_mask = tok.tokenize(x, sensors, overlap=overlap)  # C
+    ours = {
+        "mid.sensor_embedding": a.sensor_embedding, "mid.temporal_features": a.temporal_features,
+        "out.latent": a.latent, "out.indices": a.codes, "out.quantized": a.quantized,
+        "mid.decoder_sensor_features": a.decoder_sensor_features, "out.reconstruction": a.reconstruction,
+        "out.target": a.target, "out.commitment_loss": a.losses["commitment"], "out.time_loss": a.losses["time"],
+        "out.pcc": a.losses["pcc"], "out.amp_loss": a.losses["amp"], "out.phase_loss": a.losses["phase"],
+        "out.loss": a.losses["total"],
+        "out.fwd_loss": b.losses["total"], "out.fwd_time_loss": b.losses["time"], "out.fwd_pcc": b.losses["pcc"],
+        "out.fwd_amp_loss": b.losses["amp"], "out.fwd_phase_loss": b.losses["phase"],
+        "out.fwd_commitment_loss": b.losses["commitment"], "out.fwd_indices": b.codes, "mid.fwd_latent": b.latent,
+        "mid.fwd_reconstruction": b.reconstruction,
+        "out.tok_features": features, "out.tok_indices": indices,
+    }
+    expected = [k for k in io if k.startswith(("out.", "mid."))]
+    missing = sorted(set(expected) - set(ours))
+    assert not missing, f"tensors missing from our output: {missing}"
+    _compare_brainomni_tokenizer({k: ours[k] for k in expected}, io)
+    assert torch.equal(b.losses["judge"], b.losses["total"])
+    assert bool(token_mask.all())  # reference_compat: the tokenize tail is padded unmasked, as the reference
+    # the reference draws in order: seeding as the fixture did reproduces its permutation and noise
+    seed = (meta.get("training_forward") or {}).get("torch_seed")
+    if seed is not None:
+        torch.manual_seed(int(seed))
+        with torch.no_grad():
+            drawn = model(x, sensors)
+        assert torch.equal(drawn.perm, io["in.fwd_perm"])
+        assert torch.equal(drawn.codes, io["out.fwd_indices"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# BrainOmni stage 2 (masked token prediction)
+# ---------------------------------------------------------------------------------------------------------------
+# README "Verification and tolerances": logits / hidden atol 1e-4 (rtol 1e-4), encode atol 1e-5, loss atol 1e-5,
+# token indices exact. The rest: the corrupted input and the masks are exact operations (atol 1e-5 / equal).
+BRAINOMNI_TOL = {"out.logits": 1e-4, "mid.final_hidden": 1e-4, "out.encode": 1e-5, "out.loss": 1e-5,
+                 "out.acc_all": 1e-6, "out.acc_per_level": 1e-6, "mid.lm_input": 1e-5, "in.tokens": 1e-5}
+
+
+def _compare_brainomni(ours: dict, io: dict, what: str) -> dict[str, float]:
+    """Each tensor of `ours` against the fixture's with BRAINOMNI_TOL (bool / int exact); returns the max |diff|."""
+    diffs, bad = {}, {}
+    for k, got in ours.items():
+        ref = io[k]
+        assert tuple(got.shape) == tuple(ref.shape), f"{what} {k}: shape {tuple(got.shape)} vs {tuple(ref.shape)}"
+        if not ref.dtype.is_floating_point:
+            assert got.dtype == ref.dtype, f"{what} {k}: dtype {got.dtype} vs reference {ref.dtype}"
+            diffs[k] = float((got != ref).sum())
+            if diffs[k]:
+                bad[k] = f"{int(diffs[k])} entries differ"
+            continue
+        got, ref = got.detach().float(), ref.float()
+        diffs[k] = (got - ref).abs().max().item()
+        tol = BRAINOMNI_TOL[k]
+        if not torch.allclose(got, ref, atol=tol, rtol=1e-4 if tol >= 1e-4 else 0.0):
+            bad[k] = diffs[k]
+    assert not bad, f"{what}: above tolerance: {bad} (all max |diff|: {diffs})"
+    return diffs
+
+
+def _check_brainomni(folder: Path, tmp_path: Path) -> None:
+    """Convert, load with from_pretrained, tokenize `in.x`, then the masked forward with the fixture's draws
+    injected (from the fixture's tokens and end to end from `in.x`) and `encode` (fixture README "Outputs").
+    Every size comes from config.json."""
+    from neurofound.models.brainomni import BrainOmni, MaskingDraws
+    from neurofound.models.convert import convert
+    from neurofound.tokenizers.braintokenizer import SensorLayout
+
+    meta = json.loads((folder / "config.json").read_text())
+    kwargs = meta["constructor_kwargs"]
+    io = load_file(str(folder / "io.safetensors"))
+    out_dir = convert("brainomni", folder, tmp_path / "converted")
+    model = BrainOmni.from_pretrained(out_dir)
+    assert model.config.reference_compat and model.tokenizer.reference_compat and not model.training
+    for key in ("lm_dim", "lm_head", "lm_depth", "n_dim", "n_neuro", "codebook_size", "num_quantizers", "mask_ratio",
+                "overlap_ratio"):
+        assert model.config.to_dict()[key] == kwargs[key], key
+    assert model.config.num_quantizers_used == (kwargs.get("num_quantizers_used") or kwargs["num_quantizers"])
+    assert not any(k.endswith(".rotate") for k in model.state_dict())  # rebuilt from freqs (README §5)
+    sensors = SensorLayout(io["in.pos"], io["in.sensor_type"])
+    x = io["in.x"]
+    draws = MaskingDraws(keep=io["in.keep_mask"], shuffle=io["in.shuffle_perm"], replace=io["in.replace_rand"])
+
+    with torch.no_grad():
+        features, indices, token_mask = model.tokenize(x, sensors)
+        from_tokens = model(tokens=(io["in.tokens"], io["in.token_indices"], None), draws=draws,
+                            return_intermediates=True)
+        end_to_end = model(x, sensors, draws=draws, return_intermediates=True)
+        encoded, encode_mask = model.encode(x, sensors)
+    assert bool(token_mask.all()) and bool(encode_mask.all())  # reference_compat: nothing padded, as the reference
+    _compare_brainomni({"in.tokens": features, "in.token_indices": indices}, io, "tokenize")
+    expected = [k for k in io if k.startswith(("out.", "mid."))]
+    for what, out in (("from in.tokens", from_tokens), ("from in.x", end_to_end)):
+        ours = {"out.logits": out.logits, "out.loss": out.loss, "out.acc_all": out.acc_all,
+                "out.acc_per_level": out.acc_per_level, "out.encode": encoded, **out.intermediates}
+        missing = sorted(set(expected) - set(ours))
+        assert not missing, f"tensors missing from our output: {missing}"
+        _compare_brainomni({k: ours[k] for k in expected}, io, what)
+        assert torch.equal(out.masked, ~io["in.keep_mask"])
+    # the draws in the reference's order: seeding as the fixture did reproduces keep / shuffle / replace
+    torch.manual_seed(int(meta["masking_forward"]["torch_seed"]))
+    with torch.no_grad():
+        drawn = model(x, sensors)
+    assert torch.equal(drawn.masked, ~io["in.keep_mask"])
+    assert abs(drawn.loss.item() - io["out.loss"].item()) <= BRAINOMNI_TOL["out.loss"]
+
+
+CHECKS = {"neuroformer": _check_neuroformer, "brainomni_tokenizer": _check_brainomni_tokenizer,
+          "brainomni": _check_brainomni}
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=[p.name for p in FOLDERS])
