@@ -541,7 +541,7 @@ def read_corpus(path: str | Sequence[str], *, montage: str | None = None, prepro
     if not paths:
         raise ConfigError("data.path is empty: give a file, a folder or a BIDS root (or a list of them)")
     found = [f for p in paths for f in find_recordings(p)]
-    recs = read_recordings(found, PreprocessConfig(**(preprocessing or {})), montage=montage, split="test")
+    recs = read_recordings(found, PreprocessConfig.from_dict(dict(preprocessing or {})), montage=montage, split="test")
     mode = "test" if split == "auto" and purpose not in ("train", "finetune") else split
     recs = assign_splits(recs, mode, val_frac=val_frac, test_frac=test_frac, seed=seed)
     names = sorted({str(r.meta.get("source", r.subject)) for r in recs})
