@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -56,20 +57,46 @@ def test_config_groups_are_present():
     assert (CONFIG_DIR / "hydra" / "launcher" / "submitit_slurm_neurofound.yaml").is_file()
 
 
+def _experiment_using(group: str, option: str) -> str | None:
+    """An experiment that selects `group=option` (so the option is composed with its own family's groups)."""
+    import yaml
+
+    exps = {name: yaml.safe_load((CONFIG_DIR / "experiment" / f"{name}.yaml").read_text()) or {}
+            for name in EXPERIMENTS}
+    for name, text in exps.items():
+        for entry in text.get("defaults", []) or []:
+            if isinstance(entry, dict) and entry.get(f"override /{group}") == option:
+                return name
+    if group == "model":  # a size no experiment uses: an experiment of its family
+        from neurofound.models.registry import builders
+
+        target = (yaml.safe_load((CONFIG_DIR / "model" / f"{option}.yaml").read_text()) or {}).get("_target_", "")
+        family = builders().get(str(target).rsplit(".", 1)[-1])
+        return next((name for name, text in exps.items() if text.get("recipe") == family), None)
+    return None
+
+
+# group options that need a value no default provides (a user's file), and the experiment a user's-data group is
+# combined with on the command line (`neurofound train experiment=brainomni_tokenizer_sim data=mne ...`)
+_REQUIRED = {("data", "nwb"): ["data.path=x.nwb"], ("data", "mne"): ["data.path=x.fif"]}
+_COMPOSED_WITH = {("data", "mne"): "brainomni_tokenizer_sim"}
+
+
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
 def test_every_target_instantiates(group, option, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    overrides = [f"{group}={option}", f"hydra.run.dir={tmp_path}", "data.duration=3"]
-    if option == "nwb":
-        overrides = [o for o in overrides if not o.startswith("data.duration")] + ["data.path=x.nwb"]
+    experiment = _COMPOSED_WITH.get((group, option)) or _experiment_using(group, option)
+    overrides = [f"{group}={option}", f"hydra.run.dir={tmp_path}", *_REQUIRED.get((group, option), [])]
+    if experiment is not None:
+        overrides.insert(0, f"experiment={experiment}")
     cfg = _compose(overrides=overrides, output_dir=tmp_path)
     found = list(_targets(cfg))
     assert found, "no _target_ in the composed config"
     validate_targets(cfg)  # every key is a real argument of its target (a builder's: of its config)
     for path, node in found:
         get_method(node._target_)  # importable
-        if path == "data.recording" and option == "nwb":
-            continue  # reading needs a real file; covered in tests/data/test_nwb.py and below
+        if path in ("data.recording", "data.corpus") or path.startswith(("data.datamodule", "data.downstream")):
+            continue  # data is read or simulated by its own tests (tests/data/) and the experiment runs below
         extra = {}
         if path == "trainer" and node.get("accelerator") == "gpu" and not torch.cuda.is_available():
             # the GPU trainers' other keys are still checked by instantiating them on the CPU
@@ -120,9 +147,40 @@ def nwb_file(tmp_path_factory) -> Path:
     return path
 
 
+# BrainOmni's stages build on each other: stage 2 needs a stage-1 tokenizer, decoding a stage-2 model
+BRAINOMNI_FAST = ["data.size=ci", "trainer.fast_dev_run=true", "trainer.enable_progress_bar=false"]
+
+
+@pytest.fixture(scope="module")
+def brainomni_stages(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("brainomni_fast")
+    proc = run_cli("train", "experiment=brainomni_tokenizer_sim", *BRAINOMNI_FAST, f"hydra.run.dir={root / 's1'}")
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    proc = run_cli("train", "experiment=brainomni_sim", f"tokenizer.pretrained={root / 's1'}", *BRAINOMNI_FAST,
+                   "data.segment_seconds=4", f"hydra.run.dir={root / 's2'}")
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return {"brainomni_tokenizer_sim": root / "s1", "brainomni_sim": root / "s2"}
+
+
+def _brainomni_run(experiment: str, stages: dict[str, Path], tmp_path: Path) -> tuple[Path, str]:
+    if experiment in stages:  # run by the fixture
+        return stages[experiment], {"brainomni_tokenizer_sim": "test/recon_corr",
+                                    "brainomni_sim": "test/masked_loss"}[experiment]
+    assert experiment == "brainomni_decode", f"add {experiment} to the BrainOmni chain of this test"
+    proc = run_cli("finetune", f"experiment={experiment}", f"init={stages['brainomni_sim']}", *BRAINOMNI_FAST,
+                   f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return tmp_path / "run", "test/balanced_acc"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_runs_fast_dev_run(experiment, tmp_path, nwb_file):
+def test_every_experiment_runs_fast_dev_run(experiment, tmp_path, nwb_file, request):
+    if experiment.startswith("brainomni"):
+        run, key = _brainomni_run(experiment, request.getfixturevalue("brainomni_stages"), tmp_path)
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert key in metrics and np.isfinite(metrics[key]), (key, metrics)
+        return
     extra = list(FAST) + ["trainer.fast_dev_run=true"]
     if experiment == "neuroformer_nwb":
         extra = [o for o in extra if not o.startswith("data.duration")]

@@ -270,6 +270,8 @@ class SensorDataModule(L.LightningDataModule):
         sampling_rate: the rate every recording must have (the tokenizer's, 256 Hz).
         window: the tokenizer's window in samples (the contract's `window`).
         max_segments: at most this many segments per split (evenly spaced; None: all).
+        modality: "EEG" or "MEG": pretrain on that modality's recordings only (train, val and test splits;
+            the unseen split keeps both). None: both (the paper's joint pretraining).
         seed: the training sampler's seed.
         num_workers: loader workers.
     """
@@ -277,8 +279,12 @@ class SensorDataModule(L.LightningDataModule):
     def __init__(self, corpus: SensorCorpus, *, segment_seconds: float = 10.0, batch_size: int = 8,
                  normalization: str = "sensortype", eps_rel: float = 1e-6, reference_compat: bool = False,
                  batching: str = "device", channel_budget: int | None = None, sampling_rate: float = 256.0,
-                 window: int = 512, max_segments: int | None = None, seed: int = 0, num_workers: int = 0):
+                 window: int = 512, max_segments: int | None = None, modality: str | None = None, seed: int = 0,
+                 num_workers: int = 0):
         super().__init__()
+        if modality is not None and str(modality).upper() not in ("EEG", "MEG"):
+            raise ConfigError(f"data.modality={modality!r} must be EEG, MEG or null (both)")
+        self.modality = None if modality is None else str(modality).upper()
         if normalization not in NORMALIZATIONS:
             raise ConfigError(f"normalization={normalization!r} is not one of {NORMALIZATIONS}")
         if batching not in BATCHING:
@@ -298,7 +304,7 @@ class SensorDataModule(L.LightningDataModule):
         _check_rates(list(corpus), self.sampling_rate)
         self.datasets: dict[str, SensorSegments] = {}
         for split in ("train", "val", "test", "unseen"):
-            recs = corpus.select(split=split)
+            recs = corpus.select(split=split, modality=self.modality if split != "unseen" else None)
             items = self._segments(recs, cover=split != "train")
             if max_segments is not None and len(items) > max_segments:
                 keep = np.linspace(0, len(items) - 1, int(max_segments)).round().astype(int)

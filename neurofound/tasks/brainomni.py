@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import lightning as L
 import torch
 from torch import nn
 
@@ -123,4 +124,42 @@ class MaskedTokenTask(_Pretrain):
         self._log_all("val", values, batch["x"].shape[0])
 
 
-__all__ = ["BrainTokenizerTask", "MaskedTokenTask", "sensors_of"]
+
+
+class ReconstructionCurve(L.Callback):
+    """Log the held-out reconstruction PCC every `every_n_train_steps` steps (a learning curve, nothing more).
+
+    Scores the tokenizer on up to `max_batches` batches of each split in `splits` ("test": new subjects of the
+    pretraining devices; "unseen": devices held out of pretraining) and logs `curve/<split>_recon_corr`
+    (and `_eeg` / `_meg` by modality). Checkpoints never monitor these keys: the curve watches held-out data,
+    it does not select a model on it. Add it with `+callbacks.curve._target_=neurofound.tasks.brainomni.ReconstructionCurve`.
+    """
+
+    def __init__(self, every_n_train_steps: int = 250, splits: Sequence[str] = ("test", "unseen"),
+                 max_batches: int | None = 8):
+        super().__init__()
+        self.every, self.splits, self.max_batches = int(every_n_train_steps), tuple(splits), max_batches
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step % self.every or not hasattr(pl_module.model, "reconstruct"):
+            return
+        from neurofound.tasks.brainomni_eval import recon_corr_by_modality
+
+        dm = trainer.datamodule
+        was = pl_module.model.training
+        pl_module.model.eval()
+        try:
+            values = {}
+            for split in self.splits:
+                if split in getattr(dm, "datasets", {}) and len(dm.datasets[split]):
+                    for key, v in recon_corr_by_modality(pl_module.model, dm.dataloader(split),
+                                                         max_batches=self.max_batches).items():
+                        values[f"curve/{split}_{key}"] = v
+        finally:
+            pl_module.model.train(was)
+        for logger in trainer.loggers:
+            logger.log_metrics(values, step=step)
+
+
+__all__ = ["BrainTokenizerTask", "MaskedTokenTask", "ReconstructionCurve", "sensors_of"]

@@ -164,6 +164,27 @@ def _score_split(model, loader, *, prefix: str, max_batches: int | None, hidden_
 
 
 @torch.no_grad()
+def recon_corr_by_modality(model, loader, *, max_batches: int | None = None) -> dict[str, float]:
+    """Mean window PCC of a split, overall and by the recordings' modality: `recon_corr`, `recon_corr_eeg`, `_meg`."""
+    dev = _device_of(model)
+    stats = _RowStats()
+    for i, batch in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        batch = to_device(batch, dev)
+        out = model.reconstruct(batch["x"], sensors_of(batch))
+        valid = batch["mask"].cpu().numpy()[:, :, None, None] & out.sample_mask.cpu().numpy()[:, None]
+        r = window_pcc(out.reconstruction.cpu().numpy(), out.target.cpu().numpy(), valid).reshape(valid.shape[:3])
+        stats.add("all", r.reshape(-1))
+        for b in range(r.shape[0]):
+            for mod in loader.dataset.recordings[int(batch["recording"][b])].modalities:
+                stats.add(mod.lower(), r[b].reshape(-1))
+    out = {"recon_corr": stats.mean("all")}
+    out.update({f"recon_corr_{m}": stats.mean(m) for m in ("eeg", "meg")})
+    return {k: v for k, v in out.items() if v is not None}
+
+
+@torch.no_grad()
 def _cross_device(model, dataset, *, max_pairs: int | None) -> float | None:
     """Encode a segment on one device and decode it onto another device that recorded the same subject and time."""
     from neurofound.data.sensor_datamodule import collate_sensors
@@ -312,4 +333,4 @@ def evaluate_masked(model, dm, report_dir: Path, *, max_batches: int | None = No
     return res
 
 
-__all__ = ["EvalOutput", "evaluate_masked", "evaluate_tokenizer"]
+__all__ = ["EvalOutput", "evaluate_masked", "evaluate_tokenizer", "recon_corr_by_modality"]

@@ -82,7 +82,7 @@ __all__ = [
     "INITS",
 ]
 
-INITS = ("unit_gain", "reference")
+INITS = ("unit_gain", "unit_gain_conv", "reference")
 N_SENSOR_TYPES = 3  # EEG 0, MAG 1, GRAD 2 (neurofound.data.sensors)
 TARGET_EPS = 1e-6  # z-score denominator std + 1e-6 (README §7)
 PCC_EPS = 1e-6  # PCC denominator std * std + 1e-6 (README §8)
@@ -557,8 +557,10 @@ class BrainTokenizer(Tokenizer, nn.Module):
             dead_code_reference_vectors=dead_code_reference_vectors, reference_compat=reference_compat))
         self.decoder = SensorDecoder(n_dim, n_head, n_filters, ratios, kernel_size, last_kernel_size, dropout)
         self.apply(_reference_init)
-        if init == "unit_gain":
+        if init in ("unit_gain", "unit_gain_conv"):
             unit_gain_(self)
+        if init == "unit_gain":
+            self.apply(_unit_gain_linear)
 
     # ---- loading ---------------------------------------------------------------------------------------------
     @classmethod
@@ -782,6 +784,18 @@ class BrainTokenizer(Tokenizer, nn.Module):
         out.losses = reconstruction_losses(out.reconstruction, out.target, out.sample_mask, sensors.mask,
                                            out.commitment_per_level)
         return out
+
+
+def _unit_gain_linear(m: nn.Module) -> None:
+    """Linear layers Xavier-uniform (zero bias) and the sensor-type embedding N(0, 1), instead of the reference's
+    trunc-normal(0.02): with weights of std 0.02 the sensor embeddings of different positions differ by ~1e-3
+    after the RMSNorm and the attention logits of compression and decoder are ~0, so every source reads the
+    channel mean and every channel decodes the same signal; training sits on that symmetric plateau for
+    hundreds of steps (docs/benchmarks.md, "BrainTokenizer initialisation")."""
+    if isinstance(m, nn.Linear):
+        nn.init.xavier_uniform_(m.weight)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
 
 
 def _reference_init(m: nn.Module) -> None:
