@@ -1269,9 +1269,22 @@ def simulate_meeg(seed: int = 0, size: str = "full", preprocessing: dict | None 
                   use_cache=use_cache)
 
 
+def simulate_raw_example(device: str, seed: int = 0, seconds: float = 10.0, paradigm: str = "rest"):
+    """One subject's raw recording on `device`, as a user would bring it: native rate, real MNE info (montage or
+    coil definitions), line noise, blinks, EMG and the recording's bad channel, before any preprocessing.
+
+    Save it (`raw.save(...)`, `mne.export.export_raw(...)`) and read it back with `data=mne` to try the
+    user-file path; the subject is drawn from `seed` outside the corpus' own subjects.
+    """
+    cfg = sim_config(seed=seed)
+    subject = draw_subject((int(seed), 9_999, 0), f"sub-example-{device}", paradigm=paradigm, duration=seconds,
+                           devices=(device,), config=cfg)
+    return simulate_raw(device, subject, config=cfg)
+
+
 __all__ = ["BAD_KINDS", "COMPONENTS", "DEFAULT_CONFIG", "DEVICES", "HELDOUT_DEVICES", "MI_EVENT_ID",
            "ODDBALL_EVENT_ID", "PARADIGMS", "PRETRAIN_DEVICES", "SIM_VERSION", "SIZES", "Device", "GainSet",
            "HeadModel", "Subject", "amplitude_statistics", "code_version", "corpus_plan", "device_info",
            "draw_bad_channel", "draw_subject", "erp_calibration", "erp_snr_db", "events_of", "head_model",
            "near_sensor_fraction", "noise_classes", "sensor_positions_head", "sim_config", "simulate_meeg",
-           "simulate_raw"]
+           "simulate_raw", "simulate_raw_example"]

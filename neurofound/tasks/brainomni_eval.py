@@ -225,6 +225,7 @@ def _cross_device(model, dataset, *, max_pairs: int | None) -> float | None:
 def evaluate_tokenizer(model, dm, report_dir: Path, *, max_batches: int | None = None, hidden_ratio: float = 0.25,
                        seed: int = 0, cross_device_pairs: int | None = 64, plots: bool = True) -> EvalOutput:
     """Stage-1 metrics and figures (module docstring) of a `BrainTokenizerModel` on a `SensorDataModule`."""
+    report_dir = Path(report_dir)
     model.eval()
     res = EvalOutput()
     k = model.tokenizer.config["codebook_size"]
@@ -285,6 +286,7 @@ def _tokenizer_figures(dm, held: dict, unseen: dict | None, report_dir: Path, co
 def evaluate_masked(model, dm, report_dir: Path, *, max_batches: int | None = None, seed: int = 0,
                     plots: bool = True) -> EvalOutput:
     """Stage-2 metrics (module docstring) of a `BrainOmni` on a `SensorDataModule`."""
+    report_dir = Path(report_dir)
     model.eval()
     dev = _device_of(model)
     q_used = model.config.num_quantizers_used
