@@ -75,7 +75,7 @@ def test_shared_code_names_no_family():
     """jobs, cli and runtime know no family; adding one needs no edit there."""
     for name in ("jobs.py", "cli.py", "runtime.py", "recipes/base.py", "tasks/finetune.py", "tasks/base.py"):
         text = (PKG / name).read_text().lower()
-        for word in ("neuroformer", "spiketokenizer", "spike_gpt", "evaluate_spike"):
+        for word in ("neuroformer", "spiketokenizer", "spike_gpt", "evaluate_spike", "brainomni", "braintokenizer"):
             assert word not in text, f"{name} names {word}"
 
 

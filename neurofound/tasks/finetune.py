@@ -125,7 +125,7 @@ class FinetuneTask(NeurofoundTask):
         mode: "frozen", "lora" or "full" (`linear` has no gradient steps).
         lr, weight_decay, warmup_steps, max_steps: AdamW with warm-up and cosine decay.
         backbone_lr_scale: the learning rate of everything but the heads (`spec.heads`) as a fraction
-            of `lr` (BrainOmni: 0.1, the head learning at 10x the backbone, spec §5.1).
+            of `lr` (e.g. 0.1: the heads learn at 10x the backbone).
     """
 
     def __init__(self, model: nn.Module, spec: FinetuneSpec, mode: str, lr: float = 1e-3, weight_decay: float = 0.0,
