@@ -108,8 +108,6 @@ def test_finetune_frozen_selects_the_learning_rate_on_validation(stage2, tmp_pat
 
 def _write_user_file(tmp_path: Path, *, montage: bool = True) -> Path:
     """A real recording file a user could bring: one simulated raw (native rate, line noise) saved as FIF."""
-    import mne
-
     from neurofound.data.meeg_sim import simulate_raw_example
 
     raw = simulate_raw_example("biosemi64", seed=5, seconds=12.0)

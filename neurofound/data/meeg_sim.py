@@ -151,13 +151,16 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
 from neurofound.data.cache import cached
-from neurofound.data.sensors import SensorCorpus, SensorRecording
+from neurofound.data.sensors import SensorCorpus
 from neurofound.errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # annotations only: mne is imported where it is used
+    import mne
 
 SIM_VERSION = "v1"
 ANATOMY_SEED = 20240617  # the fixed generator of the dipoles' positions and orientations (never data.seed)

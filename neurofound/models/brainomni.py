@@ -52,7 +52,6 @@ has no reference quirk to restore beyond what the tokenizer does.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -62,7 +61,7 @@ from einops import rearrange
 from torch import nn
 
 from neurofound.errors import ConfigError, ContractError, DataError
-from neurofound.models.hub import NeurofoundHubMixin
+from neurofound.models.hub import ModelConfig, NeurofoundHubMixin
 from neurofound.models.registry import register_family
 from neurofound.nn.attention import AttentionLayer, attention
 from neurofound.nn.layers import FeedForward, RMSNorm
@@ -85,7 +84,7 @@ TOKENIZER_SIZES = ("n_dim", "n_neuro", "codebook_size", "num_quantizers")
 # Configuration
 # ==============================================================================================================
 @dataclass
-class BrainOmniConfig:
+class BrainOmniConfig(ModelConfig):
     """Everything needed to rebuild a BrainOmni (serialised to config.json).
 
     `n_dim`, `n_neuro`, `codebook_size` and `num_quantizers` are the tokenizer's (feature width D, sources C',
@@ -143,16 +142,6 @@ class BrainOmniConfig:
         if not self.rope_base > 1.0:
             raise ConfigError(f"rope_base must be > 1 (10000 in the reference), got {self.rope_base}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], strict: bool = True) -> "BrainOmniConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown and strict:
-            raise ConfigError(f"unknown BrainOmniConfig keys {unknown}; known keys: {sorted(names)}")
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def sizes_from_tokenizer(tokenizer) -> dict[str, Any]:

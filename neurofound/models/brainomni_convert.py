@@ -170,7 +170,7 @@ def read_brainomni_reference(reference: Path) -> tuple[dict[str, Any], dict[str,
     Fixture: `config.json` (`constructor_kwargs`) + `reference_state_dict.safetensors`; release: `model_cfg.json`
     + `BrainOmni.pt` (`torch.load(weights_only=True)`, wrappers and `module.` prefixes removed).
     """
-    fixture_cfg, fixture_weights = reference / FIXTURE_CONFIG, reference / FIXTURE_WEIGHTS
+    fixture_weights = reference / FIXTURE_WEIGHTS
     release_cfg, release_weights = reference / RELEASE_CONFIG, reference / RELEASE_MODEL
     if fixture_weights.is_file():
         return read_tokenizer_reference(reference)

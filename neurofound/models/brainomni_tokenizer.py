@@ -12,7 +12,6 @@ module holds the stage-1 objective. The model keeps the tokenizer as its only su
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +19,7 @@ import torch
 from torch import nn
 
 from neurofound.errors import ConfigError, ContractError, DataError
-from neurofound.models.hub import NeurofoundHubMixin
+from neurofound.models.hub import ModelConfig, NeurofoundHubMixin
 from neurofound.models.registry import register_family
 from neurofound.nn.rvq import REFERENCE_VECTORS_PER_STEP
 from neurofound.tokenizers.braintokenizer import (
@@ -53,7 +52,7 @@ TOKENIZER_FIELDS = ("window_length", "n_filters", "ratios", "kernel_size", "last
 # Configuration
 # ==============================================================================================================
 @dataclass
-class BrainTokenizerModelConfig:
+class BrainTokenizerModelConfig(ModelConfig):
     """The tokenizer's constructor arguments plus the stage-1 objective (serialised to config.json).
 
     Objective fields:
@@ -99,16 +98,6 @@ class BrainTokenizerModelConfig:
         if self.noise_std < 0:
             raise ConfigError(f"noise_std must be >= 0, got {self.noise_std}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], strict: bool = True) -> "BrainTokenizerModelConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown and strict:
-            raise ConfigError(f"unknown BrainTokenizerModelConfig keys {unknown}; known keys: {sorted(names)}")
-        return cls(**{k: v for k, v in d.items() if k in names})
 
     def tokenizer_kwargs(self) -> dict[str, Any]:
         """The `BrainTokenizer` constructor arguments."""

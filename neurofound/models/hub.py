@@ -21,6 +21,7 @@ backend and other runtime settings are never saved (see `neurofound.runtime.appl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -45,6 +46,25 @@ TRAINING_NAME = "training.json"
 # --------------------------------------------------------------------------------------------------------------
 # Config and weights
 # --------------------------------------------------------------------------------------------------------------
+class ModelConfig:
+    """Mixin of the model config dataclasses: `to_dict()` and a strict `from_dict()` (config.json round trip).
+
+    An unknown key is a `ConfigError` naming it and listing the known ones, never silently dropped
+    (`strict=False` drops it).
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], strict: bool = True):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown and strict:
+            raise ConfigError(f"unknown {cls.__name__} keys {unknown}; known keys: {sorted(names)}")
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
 def save_config(directory: str | Path, config: dict) -> Path:
     """Write `config.json` (sorted keys, indented) atomically."""
     return atomic_write_text(Path(directory) / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -37,7 +37,6 @@ pools over real tokens only, lets behaviour values matter and accepts any length
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neurofound.errors import ConfigError, ContractError, DataError
-from neurofound.models.hub import NeurofoundHubMixin
+from neurofound.models.hub import ModelConfig, NeurofoundHubMixin
 from neurofound.models.registry import register_family
 from neurofound.nn.multihead import MultiHeadAttention
 from neurofound.nn.positions import grid_positions, grid_sinusoid, sinusoid
@@ -67,7 +66,7 @@ LOSS_PRESETS = ("nf15", "paper")
 # Configuration
 # ==============================================================================================================
 @dataclass
-class NeuroformerConfig(SpikeVocabulary):
+class NeuroformerConfig(ModelConfig, SpikeVocabulary):
     """Everything needed to rebuild a Neuroformer (serialised to config.json).
 
     Only sizes that shape weights live here. Vocabularies follow the SpikeTokenizer: ID 0..N-1 neurons then
@@ -164,16 +163,6 @@ class NeuroformerConfig(SpikeVocabulary):
         return tuple((n - k) // s + 1 for n, k, s in zip(self.frame_shape, self.frame_kernel, stride))
 
     # serialisation ---------------------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], strict: bool = True) -> "NeuroformerConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown and strict:
-            raise ConfigError(f"unknown NeuroformerConfig keys {unknown}; known keys: {sorted(names)}")
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 # ==============================================================================================================

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any
 
 import numpy as np
 import torch

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Sequence
 
 import lightning as L
@@ -30,7 +31,7 @@ def sensors_of(batch: dict):
     return SensorLayout(positions=batch["positions"], types=batch["types"], mask=batch["mask"])
 
 
-class _Pretrain(NeurofoundTask):
+class _Pretrain(NeurofoundTask, ABC):
     def __init__(self, model: nn.Module, *, lr: float, weight_decay: float, betas: Sequence[float], eps: float,
                  warmup_frac: float, final_ratio: float, max_steps: int, no_decay: tuple[str, ...] = ()):
         super().__init__()
@@ -50,6 +51,28 @@ class _Pretrain(NeurofoundTask):
         for name, v in values.items():
             self.log(f"{split}/{name}", v.detach(), batch_size=batch_size, prog_bar=name == "loss",
                      sync_dist=split != "train")
+
+    # the seed of a validation batch's random draw (masking, noise): the same draw at every validation,
+    # so `val/loss` (the checkpoint monitor) compares across steps
+    val_seed: int = 10_000
+
+    @abstractmethod
+    def _step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The objective's `{"loss": ..., other logged values}` on one batch."""
+
+    def training_step(self, batch, batch_idx):
+        values = self._step(batch)
+        self._log_all("train", values, batch["x"].shape[0])
+        return values["loss"]
+
+    def validation_step(self, batch, batch_idx):
+        state = torch.get_rng_state()
+        torch.manual_seed(self.val_seed + batch_idx)
+        try:
+            values = self._step(batch)
+        finally:
+            torch.set_rng_state(state)
+        self._log_all("val", values, batch["x"].shape[0])
 
 
 class BrainTokenizerTask(_Pretrain):
@@ -71,21 +94,6 @@ class BrainTokenizerTask(_Pretrain):
         out = self.model(batch["x"], sensors_of(batch))
         return {"loss": out.losses["total"], **{k: v for k, v in out.losses.items() if k != "total"}}
 
-    def training_step(self, batch, batch_idx):
-        values = self._step(batch)
-        self._log_all("train", values, batch["x"].shape[0])
-        return values["loss"]
-
-    def validation_step(self, batch, batch_idx):
-        # the same draw for a batch at every validation: the judge loss compares across steps
-        state = torch.get_rng_state()
-        torch.manual_seed(10_000 + batch_idx)
-        try:
-            values = self._step(batch)
-        finally:
-            torch.set_rng_state(state)
-        self._log_all("val", values, batch["x"].shape[0])
-
 
 class MaskedTokenTask(_Pretrain):
     """Stage 2: masked prediction of every RVQ level of the frozen tokenizer's codes.
@@ -103,25 +111,13 @@ class MaskedTokenTask(_Pretrain):
                          final_ratio=final_ratio, max_steps=max_steps,
                          no_decay=("mask_token", "projection", "predict_head", "head"))
 
+    val_seed = 20_000
+
     def _step(self, batch: dict):
         out = self.model(batch["x"], sensors_of(batch))
         values = {"loss": out.loss, "masked_loss": out.loss}
         values.update({f"masked_acc_level{q + 1}": a for q, a in enumerate(out.acc_per_level)})
         return values
-
-    def training_step(self, batch, batch_idx):
-        values = self._step(batch)
-        self._log_all("train", values, batch["x"].shape[0])
-        return values["loss"]
-
-    def validation_step(self, batch, batch_idx):
-        state = torch.get_rng_state()
-        torch.manual_seed(20_000 + batch_idx)
-        try:
-            values = self._step(batch)
-        finally:
-            torch.set_rng_state(state)
-        self._log_all("val", values, batch["x"].shape[0])
 
 
 
