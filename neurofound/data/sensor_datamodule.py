@@ -123,10 +123,14 @@ class SensorSegments(Dataset):
         items: which piece of which recording.
         length: samples per piece.
         normalization, eps_rel, reference_compat: see `normalize_segment`.
+        key: an integer naming this set of recordings (items carry it as `dataset`, so that a piece is
+            identified by `(dataset, recording, start)` across the splits of one datamodule).
     """
 
     def __init__(self, recordings: Sequence[SensorRecording], items: Sequence[_Item], length: int, *,
-                 normalization: str = "sensortype", eps_rel: float = 1e-6, reference_compat: bool = False):
+                 normalization: str = "sensortype", eps_rel: float = 1e-6, reference_compat: bool = False,
+                 key: int = 0):
+        self.key = int(key)
         self.recordings = list(recordings)
         self.items = list(items)
         self.length = int(length)
@@ -146,7 +150,7 @@ class SensorSegments(Dataset):
                               reference_compat=self.reference_compat)
         return {"x": torch.from_numpy(x), "positions": torch.from_numpy(rec.positions),
                 "types": torch.from_numpy(rec.sensor_types), "recording": it.recording, "start": it.start,
-                "label": it.label}
+                "label": it.label, "dataset": self.key}
 
 
 def collate_sensors(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -154,7 +158,8 @@ def collate_sensors(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 
     Returns:
         `x (B, C, T)`, `positions (B, C, 6)`, `types (B, C)`, `mask (B, C)` bool (True = real
-        channel), `recording (B,)`, `start (B,)` (sample), `label (B,)` (-1 when unlabelled).
+        channel), `recording (B,)`, `start (B,)` (sample), `label (B,)` (-1 when unlabelled), `dataset (B,)`
+        (which `SensorSegments` the item came from: `(dataset, recording, start)` identifies a piece).
     """
     n_ch = max(it["x"].shape[0] for it in items)
     n_t = items[0]["x"].shape[1]
@@ -170,7 +175,7 @@ def collate_sensors(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         x[i, :c], pos[i, :c], types[i, :c], mask[i, :c] = it["x"], it["positions"], it["types"], True
     as_long = lambda key: torch.tensor([int(it[key]) for it in items], dtype=torch.long)  # noqa: E731
     return {"x": x, "positions": pos, "types": types, "mask": mask, "recording": as_long("recording"),
-            "start": as_long("start"), "label": as_long("label")}
+            "start": as_long("start"), "label": as_long("label"), "dataset": as_long("dataset")}
 
 
 class DeviceBatchSampler(Sampler[list[int]]):
@@ -309,7 +314,7 @@ class SensorDataModule(L.LightningDataModule):
             if max_segments is not None and len(items) > max_segments:
                 keep = np.linspace(0, len(items) - 1, int(max_segments)).round().astype(int)
                 items = [items[i] for i in np.unique(keep)]
-            self.datasets[split] = SensorSegments(recs, items, self.length, **self.norm)
+            self.datasets[split] = SensorSegments(recs, items, self.length, **self.norm, key=len(self.datasets))
         if not len(self.datasets["train"]) and corpus.select(split="train"):
             raise DataError(f"no training segment of {segment_seconds} s fits in the training recordings "
                             f"(shortest {min(r.duration for r in corpus.select(split='train')):.1f} s); "

@@ -102,19 +102,41 @@ class MaskedTokenTask(_Pretrain):
         model: a `BrainOmni` (its tokenizer frozen).
         lr, weight_decay, betas, eps, warmup_frac, final_ratio, max_steps: the optimiser (defaults:
             the reference's for BrainOmni_tiny).
+        cache_tokens: tokenize each segment once and keep its tokens (`tokens`).
     """
 
     def __init__(self, model: nn.Module, lr: float = 5e-4, weight_decay: float = 0.05,
                  betas: Sequence[float] = (0.9, 0.95), eps: float = 1e-6, warmup_frac: float = 0.1,
-                 final_ratio: float = 0.1, max_steps: int = 1000):
+                 final_ratio: float = 0.1, max_steps: int = 1000, cache_tokens: bool = True):
         super().__init__(model, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps, warmup_frac=warmup_frac,
                          final_ratio=final_ratio, max_steps=max_steps,
                          no_decay=("mask_token", "projection", "predict_head", "head"))
+        self.cache_tokens = bool(cache_tokens)
+        self._tokens: dict[tuple[int, int, int], tuple[torch.Tensor, ...]] = {}
 
     val_seed = 20_000
 
+    def tokens(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The frozen tokenizer's tokens of a batch, cached by piece `(dataset, recording, start)`.
+
+        The tokenizer is frozen and runs in eval mode, so a segment's tokens are the same at every
+        epoch: each is computed once (on the CPU cache), which makes every later epoch of stage 2 as
+        cheap as the transformer alone.
+        """
+        if not self.cache_tokens:
+            return self.model.tokenize(batch["x"], sensors_of(batch))
+        keys = list(zip(batch["dataset"].tolist(), batch["recording"].tolist(), batch["start"].tolist()))
+        missing = [i for i, k in enumerate(keys) if k not in self._tokens]
+        if missing:
+            sub = {k: v[missing] for k, v in batch.items()}
+            feats, idx, tmask = self.model.tokenize(sub["x"], sensors_of(sub))
+            for j, i in enumerate(missing):
+                self._tokens[keys[i]] = (feats[j].cpu(), idx[j].cpu(), tmask[j].cpu())
+        dev = batch["x"].device
+        return tuple(torch.stack([self._tokens[k][i] for k in keys]).to(dev) for i in range(3))
+
     def _step(self, batch: dict):
-        out = self.model(batch["x"], sensors_of(batch))
+        out = self.model(tokens=self.tokens(batch))
         values = {"loss": out.loss, "masked_loss": out.loss}
         values.update({f"masked_acc_level{q + 1}": a for q, a in enumerate(out.acc_per_level)})
         return values
