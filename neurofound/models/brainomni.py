@@ -61,20 +61,12 @@ from einops import rearrange
 from torch import nn
 
 from neurofound.errors import ConfigError, ContractError, DataError
+from neurofound.models.brainomni_tokenizer import CITATION
 from neurofound.models.hub import ModelConfig, NeurofoundHubMixin
 from neurofound.models.registry import register_family
 from neurofound.nn.attention import AttentionLayer, attention
 from neurofound.nn.layers import FeedForward, RMSNorm
 from neurofound.nn.positions import apply_rope, rope_frequencies
-
-CITATION = """@inproceedings{xiao2025brainomni,
-  title     = {BrainOmni: A Brain Foundation Model for Unified EEG and MEG Signals},
-  author    = {Xiao, Qinfan and Cui, Ziyun and Zhang, Chi and Chen, Siqi and Wu, Wen and Thwaites, Andrew and
-               Woolgar, Alexandra and Zhou, Bowen and Zhang, Chao},
-  booktitle = {Advances in Neural Information Processing Systems (NeurIPS)},
-  year      = {2025},
-  note      = {arXiv:2505.18185}
-}"""
 
 # The tokenizer settings that shape this model's weights (checked by `check_tokenizer`).
 TOKENIZER_SIZES = ("n_dim", "n_neuro", "codebook_size", "num_quantizers")
