@@ -397,8 +397,11 @@ class TrialDataModule(L.LightningDataModule):
         super().__init__()
         recs = corpus.select(split="downstream", device=device)
         if not recs:
-            raise DataError(f"no downstream recordings{f' on device {device!r}' if device else ''}; devices with "
-                            f"downstream data: {sorted({r.device for r in corpus.select(split='downstream')})}")
+            have = sorted({r.device for r in corpus.select(split="downstream")})
+            raise DataError(f"no downstream (labelled trial) recordings{f' on device {device!r}' if device else ''}; "
+                            f"devices with downstream data: {have or 'none'}. The embedded data has them "
+                            f"(data=meeg_sim data.downstream_device=biosemi64|ctf275); recordings read from your own "
+                            f"files (data=mne) carry no trial labels for decoding yet")
         _check_rates(recs, float(sampling_rate))
         self.corpus, self.device, self.recordings = corpus, device, recs
         self.sampling_rate, self.window = float(sampling_rate), int(window)

@@ -167,10 +167,6 @@ class BrainOmniRecipe(Recipe):
         model.input_contract = data.contract
         return model
 
-    def check(self, model, data: DataBundle) -> None:
-        """The tokenizer must fit; the data's sampling rate, window and sensor types must be the model's."""
-        super().check(model, data)
-
     def stages(self, cfg: DictConfig, data: DataBundle, model: BrainOmni) -> list[Stage]:
         return [Stage("pretrain", instantiate(cfg.task)(model=model), data.datamodule, save_to="model")]
 
@@ -205,7 +201,8 @@ def masked_notes(m: dict[str, float]) -> list[str]:
 def trial_data(cfg: DictConfig, tokenizer) -> DataBundle:
     corpus = load_corpus(cfg, "finetune")
     folds = int(OmegaConf.select(cfg, "finetune.protocol.folds", default=1) or 1)
-    dm = instantiate(cfg.data.downstream)(corpus=corpus, n_folds=max(folds, 2) if folds > 1 else 5)
+    # one fold of a 5-fold split when the protocol asks for no folds
+    dm = instantiate(cfg.data.downstream)(corpus=corpus, n_folds=folds if folds > 1 else 5)
     log.info("downstream data: %s", dm.describe())
     return DataBundle(datamodule=dm, contract=dm.input_contract(), tokenizer=tokenizer,
                       description=f"{corpus.meta.get('description', 'recordings')}: {dm.describe()}",
