@@ -322,10 +322,11 @@ def finetune(cfg: DictConfig, run_dir: Path):
             chosen.append(lr)
             for name, value in spec.score(y_true, y_pred).items():
                 scores.setdefault(name, []).append(float(value))
-            _, ys_true, ys_pred, _, _ = _fit_selected(cfg, run, spec, data, model, "full", seed, lrs, steps,
-                                                      checkpoints=False, scratch=True)
-            for name, value in spec.score(ys_true, ys_pred).items():
-                scores.setdefault(f"{name}_scratch", []).append(float(value))
+            if cfg.finetune.get("scratch_baseline", True):
+                _, ys_true, ys_pred, _, _ = _fit_selected(cfg, run, spec, data, model, "full", seed, lrs, steps,
+                                                          checkpoints=False, scratch=True)
+                for name, value in spec.score(ys_true, ys_pred).items():
+                    scores.setdefault(f"{name}_scratch", []).append(float(value))
             if saved is None:
                 saved, figures_of = model, (y_true, y_pred)
                 metrics.update(info)

@@ -135,7 +135,8 @@ def ablation(args) -> None:
             for device in ("biosemi64", "ctf275"):
                 d = out / f"{modality}_seed{seed}_decode_{device}"
                 _cli(["finetune", "experiment=brainomni_decode", f"init={run}", f"data.downstream_device={device}",
-                      f"seed={seed}", f"finetune.protocol.seeds=[{seed}]", *args.decode_overrides, f"hydra.run.dir={d}"])
+                      f"seed={seed}", f"finetune.protocol.seeds=[{seed}]", "finetune.scratch_baseline=false",
+                      *args.decode_overrides, f"hydra.run.dir={d}"])
                 line[f"decode_{device}"] = _metrics(d, DECODE)
             print(json.dumps(line), flush=True)
 
@@ -205,7 +206,7 @@ def main() -> None:
     a = sub.add_parser("ablation")
     a.add_argument("--tokenizer", required=True, help="a trained stage-1 run (the fixed tokenizer)")
     a.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    a.add_argument("--epochs", type=float, default=2.0)
+    a.add_argument("--epochs", type=float, default=20.0)
     a.add_argument("--batch", type=int, default=8)
     a.add_argument("--decode-overrides", nargs="*", default=[])
     t = sub.add_parser("throughput")
