@@ -78,6 +78,11 @@ def _curve(run: Path) -> list[dict]:
 
 def pretrain(args) -> None:
     """A long stage-1 run per data seed, with the held-out reconstruction PCC every `--every` steps."""
+    if args.replot:
+        for f in args.replot:
+            line = json.loads(Path(f).read_text())
+            _plot_curve(line["curve"], Path(f).with_suffix(".png"), title=f"data seed {line['seed']}")
+        return
     out = Path(args.out or tempfile.mkdtemp(prefix="nf-bo-pretrain-"))
     for seed in args.seeds:
         run = out / f"seed{seed}"
@@ -110,6 +115,7 @@ def _plot_curve(curve: list[dict], path: Path, *, title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
 
@@ -203,6 +209,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--every", type=int, default=250)
+    p.add_argument("--replot", nargs="*", default=None, help="only redraw the curves of these JSON lines (files)")
     a = sub.add_parser("ablation")
     a.add_argument("--tokenizer", required=True, help="a trained stage-1 run (the fixed tokenizer)")
     a.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
