@@ -159,7 +159,8 @@ def collate_sensors(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     Returns:
         `x (B, C, T)`, `positions (B, C, 6)`, `types (B, C)`, `mask (B, C)` bool (True = real
         channel), `recording (B,)`, `start (B,)` (sample), `label (B,)` (-1 when unlabelled), `dataset (B,)`
-        (which `SensorSegments` the item came from: `(dataset, recording, start)` identifies a piece).
+        (which `SensorSegments` the item came from, 0 for items without the key: `(dataset, recording, start)`
+        identifies a piece).
     """
     n_ch = max(it["x"].shape[0] for it in items)
     n_t = items[0]["x"].shape[1]
@@ -173,9 +174,9 @@ def collate_sensors(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     for i, it in enumerate(items):
         c = it["x"].shape[0]
         x[i, :c], pos[i, :c], types[i, :c], mask[i, :c] = it["x"], it["positions"], it["types"], True
-    as_long = lambda key: torch.tensor([int(it[key]) for it in items], dtype=torch.long)  # noqa: E731
+    as_long = lambda key, d=0: torch.tensor([int(it.get(key, d)) for it in items], dtype=torch.long)  # noqa: E731
     return {"x": x, "positions": pos, "types": types, "mask": mask, "recording": as_long("recording"),
-            "start": as_long("start"), "label": as_long("label"), "dataset": as_long("dataset")}
+            "start": as_long("start"), "label": as_long("label", -1), "dataset": as_long("dataset")}
 
 
 class DeviceBatchSampler(Sampler[list[int]]):

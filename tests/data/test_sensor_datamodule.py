@@ -68,6 +68,9 @@ def test_collate_pads_channels_with_a_mask():
     assert batch["x"].shape == (2, 5, 512) and batch["mask"].tolist() == [[True] * 3 + [False] * 2, [True] * 5]
     assert not batch["x"][0, 3:].any() and not batch["positions"][0, 3:].any()
     assert batch["start"].tolist() == [0, 512] and batch["label"].tolist() == [-1, 1]
+    assert batch["dataset"].tolist() == [0, 0]  # items made outside SensorSegments carry no dataset key
+    del b["label"]
+    assert collate_sensors([a, b])["label"].tolist() == [-1, -1]  # no label reads as unlabelled
 
 
 def test_segments_grid_tail_and_splits():
