@@ -219,13 +219,15 @@ class BrainOmniDecoding:
     network at `finetune.backbone_lr_scale` of the head's rate. The from-scratch baseline is the
     same network freshly initialised, trained in full mode on the same frozen (pretrained)
     tokenizer: it measures what stage-2 pretraining adds. Tokens are cached per trial (the
-    tokenizer is frozen), which makes every fit of the protocol cheap.
+    tokenizer is frozen), which makes every fit of the protocol cheap. The CSP + LDA baseline
+    band-passes the trials to `csp_band` (Hz) first.
     """
 
     modes = ("frozen", "linear", "full", "lora")
     lora_targets = ("qkv",)
     objective = "classification"
     label_smoothing = 0.1
+    csp_band = (8.0, 30.0)  # mu and beta, MNE's motor-imagery example
 
     def __init__(self):
         self._tokens: dict[tuple[int, int], tuple] = {}
@@ -329,13 +331,14 @@ class BrainOmniDecoding:
         return {"balanced_acc": balanced_accuracy(y_true, y_pred)}
 
     def baselines(self, data: DataBundle) -> dict[str, float]:
-        """CSP + LDA (MNE) on the same fold: components chosen on validation, scored on test."""
+        """CSP + LDA (MNE) on the same fold, band-passed to `csp_band`: components chosen on validation, scored on
+        test."""
         from neurofound.eval.metrics import balanced_accuracy
         from neurofound.eval.probes import csp_lda
 
         dm = data.datamodule
         tr, va, te = dm.arrays("train"), dm.arrays("val"), dm.arrays("test")
-        res = csp_lda(tr[0], tr[1], te[0], val_x=va[0], val_y=va[1])
+        res = csp_lda(tr[0], tr[1], te[0], val_x=va[0], val_y=va[1], sfreq=dm.sampling_rate, band=self.csp_band)
         return {"balanced_acc_csp_baseline": balanced_accuracy(te[1], res["pred"])}
 
 

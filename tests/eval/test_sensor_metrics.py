@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from neurofound.errors import DataError
+from neurofound.errors import ConfigError
 from neurofound.eval.probes import csp_lda
 from neurofound.eval.sensor_metrics import codebook_usage, unigram_accuracy, window_mse, window_pcc
 
@@ -50,8 +51,21 @@ def test_csp_lda_decodes_band_power_differences():
     y = np.arange(n) % 3
     x = rng.standard_normal((n, c, t))
     x[np.arange(n), y] *= 2.5  # class k: more power on channel k
-    res = csp_lda(x[:60], y[:60], x[60:], val_x=x[45:60], val_y=y[45:60], n_components=(2, 4))
+    res = csp_lda(x[:60], y[:60], x[60:], val_x=x[45:60], val_y=y[45:60], n_components=(2, 4), band=None)
     assert (res["pred"] == y[60:]).mean() > 0.8 and res["n_components"] in (2, 4)
+    # the class lives in a 10-Hz rhythm under a strong slow drift: broadband CSP follows the drift, the
+    # band-passed one the rhythm
+    tt = np.arange(t) / 128.0
+    rhythm = np.sin(2 * np.pi * 10 * tt + rng.uniform(0, 2 * np.pi, (n, c, 1)))
+    drift = 20 * np.cumsum(rng.standard_normal((n, c, t)), axis=-1) / np.sqrt(t)
+    x2 = drift + 0.3 * rng.standard_normal((n, c, t)) + rhythm * np.where(np.arange(c)[None, :, None] == y[:, None, None],
+                                                                          1.0, 0.2)
+    banded = csp_lda(x2[:60], y[:60], x2[60:], n_components=(4,), sfreq=128.0, band=(8.0, 13.0))
+    assert (banded["pred"] == y[60:]).mean() >= 0.7
+    broad = csp_lda(x2[:60], y[:60], x2[60:], n_components=(4,), band=None)
+    assert (broad["pred"] == y[60:]).mean() < 0.5  # chance is 1/3
+    with pytest.raises(ConfigError, match="sampling rate"):
+        csp_lda(x2[:60], y[:60], x2[60:])
     with pytest.raises(DataError, match="two classes"):
         csp_lda(x[:10], np.zeros(10, int), x[10:])
 
