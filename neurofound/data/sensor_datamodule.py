@@ -148,8 +148,9 @@ class SensorSegments(Dataset):
         x = rec.data[:, it.start:it.start + self.length]
         x = normalize_segment(x, rec.sensor_types, mode=self.normalization, eps_rel=self.eps_rel,
                               reference_compat=self.reference_compat)
-        return {"x": torch.from_numpy(x), "positions": torch.from_numpy(rec.positions),
-                "types": torch.from_numpy(rec.sensor_types), "recording": it.recording, "start": it.start,
+        # positions and types may be read-only views of the Arrow cache: copied (they are small)
+        return {"x": torch.from_numpy(x), "positions": torch.tensor(rec.positions),
+                "types": torch.tensor(rec.sensor_types), "recording": it.recording, "start": it.start,
                 "label": it.label, "dataset": self.key}
 
 
