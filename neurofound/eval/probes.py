@@ -149,16 +149,21 @@ def csp_lda(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, *, val
         if val_x is not None:
             val_x = bandpass(np.asarray(val_x, dtype=np.float64))
 
-    def fit(k: int):
-        from mne.utils import use_log_level
+    from mne.utils import use_log_level
 
-        pipe = make_pipeline(CSP(n_components=k, log=True, reg="ledoit_wolf"), LinearDiscriminantAnalysis())
-        with use_log_level("WARNING"):  # MNE logs every covariance estimate
-            return pipe.fit(xtr, ytr)
+    # CSP's filters and their order do not depend on how many are kept, and each log-power feature is
+    # computed on its own: one fit with the most components gives every candidate as a prefix
+    csp = CSP(n_components=candidates[-1], log=True, reg="ledoit_wolf")
+    with use_log_level("WARNING"):  # MNE logs every covariance estimate
+        ftr = csp.fit_transform(xtr, ytr)
+        fte = csp.transform(xte)
+        fva = csp.transform(np.asarray(val_x, np.float64)) if val_x is not None and len(val_x) else None
+
+    def lda(k: int) -> LinearDiscriminantAnalysis:
+        return LinearDiscriminantAnalysis().fit(ftr[:, :k], ytr)
 
     chosen = candidates[0]
-    if val_x is not None and val_y is not None and len(candidates) > 1 and len(val_y):
-        scores = [balanced_accuracy(np.asarray(val_y).reshape(-1), fit(k).predict(np.asarray(val_x, np.float64)))
-                  for k in candidates]
+    if fva is not None and val_y is not None and len(candidates) > 1:
+        scores = [balanced_accuracy(np.asarray(val_y).reshape(-1), lda(k).predict(fva[:, :k])) for k in candidates]
         chosen = candidates[int(np.nanargmax(scores))]
-    return {"pred": fit(chosen).predict(xte), "n_components": chosen}
+    return {"pred": lda(chosen).predict(fte[:, :chosen]), "n_components": chosen}
