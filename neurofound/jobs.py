@@ -442,15 +442,32 @@ def _fit_selected(cfg: DictConfig, run: RunFolder, spec, data: DataBundle, sourc
 
 
 def _finetune_notes(metrics: dict[str, Any], mode: str) -> list[str]:
+    """One line per headline metric: the fine-tuned model against from-scratch and every `<metric>_*_baseline`.
+
+    A difference inside the larger of the two spreads (`_sd`) over folds and seeds is called a tie.
+    """
     notes = []
     for key, value in sorted(metrics.items()):
-        if not key.startswith("test/") or key.endswith("_scratch") or value is None:
+        if not key.startswith("test/") or value is None or key.endswith(("_sd", "_scratch")) or "_baseline" in key:
             continue
-        base = metrics.get(f"{key}_scratch")
-        if base is None:
-            continue
-        verdict = "fine-tuning helps" if value > base else "**training from scratch wins**"
-        notes.append(f"{key.split('/', 1)[1]}: fine-tuned ({mode}) {value:.3f} vs from scratch {base:.3f}: {verdict}.")
+        others = [("from scratch", f"{key}_scratch")]
+        others += [(k[len(key) + 1:-len("_baseline")].replace("_", " ") + " baseline", k) for k in sorted(metrics)
+                   if k.startswith(f"{key}_") and k.endswith("_baseline")]
+        parts = []
+        for name, other in others:
+            base = metrics.get(other)
+            if base is None:
+                continue
+            spread = max(float(metrics.get(f"{key}_sd") or 0.0), float(metrics.get(f"{other}_sd") or 0.0))
+            if abs(value - base) <= spread or value == base:
+                verdict = "a tie within the spread over folds and seeds"
+            elif value > base:
+                verdict = "the fine-tuned model is better"
+            else:
+                verdict = f"**the {name} wins**"
+            parts.append(f"{name} {base:.3f} ({verdict})")
+        if parts:
+            notes.append(f"{key.split('/', 1)[1]}: fine-tuned ({mode}) {value:.3f} vs " + "; ".join(parts) + ".")
     return notes
 
 

@@ -480,3 +480,15 @@ def test_behaviour_target_classified_from_the_config():
                                                        "bin_edges": [0.1, 0.3]}
     metrics, _ = teacher_forced(model, data.datamodule.dataloader("test"), max_batches=2)
     assert 0.0 <= metrics["test/behavior_balanced_acc"] <= 1.0 and "test/behavior_r" not in metrics
+
+
+def test_finetune_summary_compares_with_scratch_and_every_baseline():
+    from neurofound.jobs import _finetune_notes
+
+    notes = _finetune_notes({"test/balanced_acc": 0.40, "test/balanced_acc_sd": 0.02, "test/balanced_acc_scratch": 0.39,
+                             "test/balanced_acc_scratch_sd": 0.01, "test/balanced_acc_csp_baseline": 0.61,
+                             "test/balanced_acc_csp_baseline_sd": 0.05}, "frozen")
+    assert len(notes) == 1
+    assert "from scratch 0.390 (a tie" in notes[0] and "**the csp baseline wins**" in notes[0]
+    better = _finetune_notes({"test/balanced_acc": 0.7, "test/balanced_acc_scratch": 0.5}, "full")[0]
+    assert "the fine-tuned model is better" in better and "wins" not in better
