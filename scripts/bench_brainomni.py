@@ -5,6 +5,7 @@ and tokenizer throughput. Each subcommand prints one JSON line per run (figures 
     python scripts/bench_brainomni.py pretrain --seeds 1 2 --steps 4000 --out runs/bench_bt
     python scripts/bench_brainomni.py ablation --tokenizer runs/bench_bt/seed1 --seeds 0 1 2 --out runs/ablation
     python scripts/bench_brainomni.py throughput                       # channel-windows/s, recording-seconds/s
+    python scripts/bench_brainomni.py readout --model runs/ablation/both_seed0 data.seed=1   # what frozen features hold
 
 Data seed 0 was used to tune (learning rate, steps, init); figures are reported on data seeds 1 and 2.
 """
@@ -199,6 +200,74 @@ def throughput(args) -> None:
                               "recording_seconds_per_s": round(seconds / dt, 2)}), flush=True)
 
 
+def readout(args) -> None:
+    """Cross-subject linear read-outs of the downstream trials: what the frozen representations hold.
+
+    For each held-out device, subject-grouped 4-fold logistic regression (standardised features) on the
+    stage-2 pooled features (the paper's `encode`: mean over time of L2-normalised tokens), on the
+    tokenizer's quantised vectors averaged over time, and on their standard deviation over time; against
+    log band power (mu 8-13 Hz, beta 18-25 Hz, per channel) and band-passed CSP + LDA on the same trials.
+    """
+    import numpy as np
+    import torch
+    from hydra import compose, initialize_config_dir
+    from scipy.signal import welch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from neurofound.cli import CONFIG_DIR, _register_resolvers
+    from neurofound.data.sensor_datamodule import TrialDataModule
+    from neurofound.eval.metrics import balanced_accuracy
+    from neurofound.eval.probes import csp_lda
+    from neurofound.models.brainomni import BrainOmni
+    from neurofound.recipes.brainomni import load_corpus, sensors_of
+
+    torch.set_num_threads(args.threads)
+    _register_resolvers()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=brainomni_decode", *args.overrides])
+    corpus = load_corpus(cfg, "train")
+    model = BrainOmni.from_pretrained(str(Path(args.model) / "model") if (Path(args.model) / "model").is_dir()
+                                      else args.model).eval()
+    for device in ("biosemi64", "ctf275"):
+        dm = TrialDataModule(corpus, device=device, n_folds=5)
+        feats: dict[str, list] = {"stage-2 pooled (paper encode)": [], "tokenizer mean over time": [],
+                                  "tokenizer std over time": []}
+        xs, ys, subjects = [], [], []
+        for split in ("train", "val", "test"):
+            for batch in dm.dataloader(split):
+                with torch.no_grad():
+                    toks = model.tokenize(batch["x"], sensors_of(batch))
+                    feats["stage-2 pooled (paper encode)"].append(model.pooled(tokens=toks).numpy())
+                    feats["tokenizer mean over time"].append(toks[0].mean(2).flatten(1).numpy())
+                    feats["tokenizer std over time"].append(toks[0].std(2).flatten(1).numpy())
+                xs.append(batch["x"].numpy())
+                ys.append(batch["label"].numpy())
+                subjects += [dm.recordings[r].subject for r in batch["recording"].tolist()]
+        x, y, groups = np.concatenate(xs), np.concatenate(ys), np.array(subjects)
+        f, p = welch(x, fs=dm.sampling_rate, nperseg=int(dm.sampling_rate), axis=-1)
+        bands = [np.log(p[..., (f >= lo) & (f <= hi)].mean(-1)) for lo, hi in ((8, 13), (18, 25))]
+        table = {k: np.concatenate(v) for k, v in feats.items()}
+        table["log band power (mu, beta)"] = np.concatenate(bands, axis=1)
+        line = {"bench": "brainomni_readout", "device": device, "model": str(args.model), "trials": int(len(y)),
+                "chance": round(1.0 / len(np.unique(y)), 4)}
+        folds = list(GroupKFold(n_splits=4).split(x, y, groups))
+        for name, feat in table.items():
+            accs = []
+            for tr, te in folds:
+                clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000)).fit(feat[tr], y[tr])
+                accs.append(balanced_accuracy(y[te], clf.predict(feat[te])))
+            line[name] = round(float(np.mean(accs)), 4)
+        line["CSP + LDA (8-30 Hz)"] = round(float(np.mean([balanced_accuracy(y[te], csp_lda(
+            x[tr], y[tr], x[te], n_components=(6,), sfreq=dm.sampling_rate)["pred"]) for tr, te in folds])), 4)
+        pooled = table["stage-2 pooled (paper encode)"]
+        line["stage-2 pooled: mean correlation between trials"] = round(float(np.corrcoef(pooled)[
+            np.triu_indices(len(pooled), 1)].mean()), 6)
+        print(json.dumps(line), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -219,13 +288,17 @@ def main() -> None:
     t = sub.add_parser("throughput")
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--seconds", type=float, default=5.0)
-    for s in (q, p, a):
+    r = sub.add_parser("readout")
+    r.add_argument("--model", required=True, help="a stage-2 run or model folder")
+    r.add_argument("--threads", type=int, default=1)
+    for s in (q, p, a, r):
         s.add_argument("--out", default=None)
         s.add_argument("overrides", nargs="*", help="extra Hydra overrides")
     args = ap.parse_args()
     if not hasattr(args, "overrides"):
         args.overrides = []
-    {"quickstart": quickstart, "pretrain": pretrain, "ablation": ablation, "throughput": throughput}[args.cmd](args)
+    {"quickstart": quickstart, "pretrain": pretrain, "ablation": ablation, "throughput": throughput,
+     "readout": readout}[args.cmd](args)
 
 
 if __name__ == "__main__":
