@@ -90,6 +90,7 @@ def pretrain(args) -> None:
         wall = _cli(["train", "experiment=brainomni_tokenizer_sim", f"data.seed={seed}", f"seed={seed}",
                      f"trainer.max_steps={args.steps}", f"trainer.val_check_interval={args.every}",
                      f"callbacks.periodic.every_n_train_steps={args.every}",
+                     "data.segment_seconds=4.0",  # the recorded long runs (the experiment's 2 s is for the quickstart)
                      "+callbacks.curve._target_=neurofound.tasks.brainomni.ReconstructionCurve",
                      f"+callbacks.curve.every_n_train_steps={args.every}", "trainer.enable_progress_bar=false",
                      *args.overrides, f"hydra.run.dir={run}"])
