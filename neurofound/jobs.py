@@ -459,7 +459,7 @@ def _finetune_notes(metrics: dict[str, Any], mode: str) -> list[str]:
             if base is None:
                 continue
             spread = max(float(metrics.get(f"{key}_sd") or 0.0), float(metrics.get(f"{other}_sd") or 0.0))
-            if abs(value - base) <= spread or value == base:
+            if abs(value - base) <= spread:
                 verdict = "a tie within the spread over folds and seeds"
             elif value > base:
                 verdict = "the fine-tuned model is better"

@@ -110,8 +110,8 @@ def csp_lda(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, *, val
     MNE's motor-imagery example: without it the log-variances follow the 1/f low frequencies and the
     blinks, and CSP decodes at chance), then MNE's `CSP` (log-variance features of the most
     discriminative spatial filters; several classes through MNE's multi-class handling) followed by
-    scikit-learn's LDA. The number of components is chosen on the validation trials when they are
-    given (the first candidate otherwise), then the decoder is refitted on the training trials alone.
+    scikit-learn's LDA, both fitted on the training trials alone. The number of components is chosen
+    on the validation trials when they are given (the first candidate otherwise).
 
     Args:
         train_x, test_x (and val_x): `(trials, channels, samples)`.
@@ -127,6 +127,7 @@ def csp_lda(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, *, val
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
     xtr, xte = np.asarray(train_x, dtype=np.float64), np.asarray(test_x, dtype=np.float64)
+    xva = np.asarray(val_x, dtype=np.float64) if val_x is not None else None
     ytr = np.asarray(train_y).reshape(-1)
     if xtr.ndim != 3 or xte.ndim != 3 or xtr.shape[1:] != xte.shape[1:] or ytr.shape[0] != xtr.shape[0]:
         raise DataError(f"train_x {xtr.shape}, train_y {ytr.shape} and test_x {xte.shape} must be (trials, channels, "
@@ -146,8 +147,7 @@ def csp_lda(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, *, val
             return filter_data(a, float(sfreq), lo, hi, verbose="error") if a.size else a
 
         xtr, xte = bandpass(xtr), bandpass(xte)
-        if val_x is not None:
-            val_x = bandpass(np.asarray(val_x, dtype=np.float64))
+        xva = bandpass(xva) if xva is not None else None
 
     from mne.utils import use_log_level
 
@@ -157,13 +157,14 @@ def csp_lda(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, *, val
     with use_log_level("WARNING"):  # MNE logs every covariance estimate
         ftr = csp.fit_transform(xtr, ytr)
         fte = csp.transform(xte)
-        fva = csp.transform(np.asarray(val_x, np.float64)) if val_x is not None and len(val_x) else None
+        choose = xva is not None and len(xva) > 0 and val_y is not None and len(candidates) > 1
+        fva = csp.transform(xva) if choose else None
 
     def lda(k: int) -> LinearDiscriminantAnalysis:
         return LinearDiscriminantAnalysis().fit(ftr[:, :k], ytr)
 
     chosen = candidates[0]
-    if fva is not None and val_y is not None and len(candidates) > 1:
+    if choose:
         scores = [balanced_accuracy(np.asarray(val_y).reshape(-1), lda(k).predict(fva[:, :k])) for k in candidates]
         chosen = candidates[int(np.nanargmax(scores))]
     return {"pred": lda(chosen).predict(fte[:, :chosen]), "n_components": chosen}

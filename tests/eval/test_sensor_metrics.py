@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from neurofound.errors import DataError
-from neurofound.errors import ConfigError
+from neurofound.errors import ConfigError, DataError
 from neurofound.eval.probes import csp_lda
 from neurofound.eval.sensor_metrics import codebook_usage, unigram_accuracy, window_mse, window_pcc
 
